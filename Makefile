@@ -1,0 +1,57 @@
+# attnrepro: `make demo` runs the default pipeline and builds its report; `make test` runs the tests.
+# Both create .venv (Python 3.11) when it is missing.
+PYTHON ?= python3.11
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.attnrepro-installed
+PRESET ?= smoke
+ABLATIONS ?= kernel radius_init placement baseline
+FMNIST_DIR := /usr/share/datasets/fashion-mnist
+PYTEST_ARGS ?=
+
+.PHONY: help venv data demo test test-fast bench report clean-runs
+
+help:
+	@echo "make demo   - venv + install + data + run the '$(PRESET)' pipeline + build its report"
+	@echo "make test   - venv + install + the test suite"
+	@echo "make bench  - attention cost benchmarks into reports/bench/"
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[test]'
+	$(BIN)/python -m ipykernel install --sys-prefix --name attnrepro --display-name "attnrepro (.venv)" >/dev/null
+	@touch $@
+
+# The embedded default data: Debian's dataset-fashion-mnist. Installed when missing and we can (root + apt-get);
+# otherwise the suite falls back to torchvision's download or a --data-dir (see README).
+data:
+	@if [ -f $(FMNIST_DIR)/train-images-idx3-ubyte.gz ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  echo "installing dataset-fashion-mnist (Debian)"; \
+	  (apt-get install -y -qq dataset-fashion-mnist >/dev/null 2>&1 || \
+	   (apt-get update -qq >/dev/null && apt-get install -y -qq dataset-fashion-mnist >/dev/null)) || \
+	  echo "warning: could not install dataset-fashion-mnist; pass -p data_dir DIR or let torchvision download"; \
+	else echo "note: $(FMNIST_DIR) missing and not root: the suite will use data_dir or torchvision's download"; fi
+
+demo: $(STAMP) data
+	$(BIN)/attnrepro run $(ABLATIONS) --preset $(PRESET)
+	$(BIN)/attnrepro report --preset $(PRESET)
+	@echo "report: reports/$(PRESET)/report.html"
+
+test: $(STAMP) data
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
+bench: $(STAMP)
+	$(BIN)/attnrepro bench
+
+report: $(STAMP)
+	$(BIN)/attnrepro report --preset $(PRESET)
+
+clean-runs:
+	rm -rf runs/$(PRESET)

@@ -1,0 +1,262 @@
+"""The run configuration: one vocabulary for the CLI (``-p KEY VALUE``), notebook parameters and YAML grids.
+
+Every key has a type, a default, a help line and, where it has a closed set of values, its choices. A value
+arrives typed (Python, YAML) or as a string (CLI, environment); :func:`coerce` turns either into the declared
+type and :meth:`RunConfig.validate` checks ranges and choices. Any mistake raises :class:`ConfigError`, a
+``ValueError`` whose message names the key, the bad value and what would have been valid, before any data is
+read or any model is built.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import hashlib
+import json
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+__all__ = ["ConfigError", "RunConfig", "coerce", "describe", "KEYS"]
+
+
+class ConfigError(ValueError):
+    """A bad key or value in a run configuration. The message names the value and the valid choices."""
+
+
+DATASETS = ("fashion_mnist", "cifar10", "cifar100", "imagefolder", "synthetic")
+MODELS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152",
+          "resnet20", "resnet32", "resnet56", "resnet110", "wrn28_10")
+ATTENTIONS = ("none", "expatt", "aa", "aw", "se", "cbam")
+KERNELS = ("gaussian", "laplacian", "cauchy", "uniform")
+SCHEDULES = ("cosine", "expatt", "aa", "constant")
+DEVICES = ("auto", "cpu", "cuda")
+AMP_MODES = ("none", "bf16", "fp16")
+
+
+def _f(default, help: str, choices: tuple | None = None, low: float | None = None, high: float | None = None,
+       low_open: bool = False):
+    meta = {"help": help, "choices": choices, "low": low, "high": high, "low_open": low_open}
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass
+class RunConfig:
+    """One training run. Field order is the order ``attnrepro config`` prints."""
+
+    # data
+    dataset: str = _f("fashion_mnist", "dataset to train on ('synthetic' is random data for tests and benchmarks)",
+                      DATASETS)
+    data_dir: str | None = _f(None, "where the dataset lies; None: the dataset's default place (see `attnrepro.data`)")
+    train_subset: int = _f(0, "train on the first N training images (a fixed, seeded subset); 0: all", low=0)
+    val_split: float = _f(0.0, "fraction of the training set held out as validation; 0: validate on the test split",
+                          low=0.0, high=0.5)
+    augment: bool = _f(True, "random crop (padding 4, or random-resized crop for imagefolder) and horizontal flip")
+    image_size: int = _f(224, "imagefolder only: training crop size (validation: resize to 8/7 x, centre crop)", low=8)
+    num_workers: int = _f(4, "imagefolder only: DataLoader worker processes", low=0)
+    # model
+    model: str = _f("resnet20", "backbone", MODELS)
+    width: float = _f(1.0, "multiplier on every stage's channel count (CIFAR nets and WRN; 1.0 = the paper's)",
+                      low=0.0, low_open=True)
+    attention: str = _f("none", "attention module added to the backbone", ATTENTIONS)
+    stages: list[int] | None = _f(None, "stages that get the attention, 1-based, e.g. [3, 4]; None: the paper's default")
+    kernel: str = _f("gaussian", "expatt: distance kernel of the attention map", KERNELS)
+    radius_init: float = _f(2.0, "expatt: initial radius in feature-map pixels", low=0.0, low_open=True)
+    learn_radius: bool = _f(True, "expatt: learn the radius (False: frozen at radius_init)")
+    radius_per_head: bool = _f(False, "expatt: one radius per head instead of one per layer")
+    heads: int = _f(8, "expatt/aa: attention heads (reduced for narrow layers, see the modules)", low=1)
+    kappa: float = _f(0.2, "aa: key depth as a fraction of the output channels", low=0.0, high=1.0, low_open=True)
+    upsilon: float = _f(0.1, "expatt/aa: value depth (attention channels) as a fraction of the output channels",
+                        low=0.0, high=1.0, low_open=True)
+    relative: bool = _f(True, "aa: relative position logits")
+    reduction: int = _f(16, "se/cbam/aw: channel reduction ratio of the gate MLP", low=1)
+    aw_maps: int = _f(8, "aw: number of attention maps m shared by the output channels", low=1)
+    # optimisation
+    epochs: int = _f(1, "training epochs", low=1)
+    batch_size: int = _f(128, "global batch size", low=1)
+    lr: float = _f(0.1, "peak learning rate", low=0.0, low_open=True)
+    momentum: float = _f(0.9, "SGD momentum", low=0.0, high=1.0)
+    nesterov: bool = _f(False, "Nesterov momentum")
+    weight_decay: float = _f(5e-4, "L2 weight decay", low=0.0)
+    no_decay_norm_bias: bool = _f(False, "no weight decay on norm weights, biases and attention radii")
+    label_smoothing: float = _f(0.0, "label smoothing of the cross-entropy", low=0.0, high=1.0)
+    schedule: str = _f("cosine", "learning-rate schedule, per step: cosine; expatt (warm-up then cosine with warm "
+                       "restarts); aa (warm-up over 5% then cosine); constant", SCHEDULES)
+    warmup_epochs: float = _f(0.0, "linear warm-up length in epochs (schedule 'aa' uses 5% of epochs instead)",
+                              low=0.0)
+    restart_period: float = _f(10.0, "expatt schedule: length of the first cosine cycle in epochs (then doubles)",
+                               low=0.0, low_open=True)
+    # execution
+    seed: int = _f(0, "random seed: same seed, same CPU, same numbers", low=0)
+    device: str = _f("auto", "auto picks CUDA when present", DEVICES)
+    amp: str = _f("none", "mixed precision: bf16 autocast, or fp16 with a GradScaler (CUDA)", AMP_MODES)
+    channels_last: bool = _f(False, "channels_last memory format for model and batches")
+    compile: bool = _f(False, "torch.compile the model")
+    cudnn_benchmark: bool = _f(True, "CUDA: cudnn.benchmark autotuning")
+    tf32: bool = _f(True, "CUDA: TF32 matmuls and convolutions")
+    eval_batch_size: int = _f(512, "batch size for evaluation", low=1)
+    checkpoint: bool = _f(True, "write a checkpoint every epoch (atomic) and resume from it")
+    max_steps: int = _f(0, "stop each epoch after N steps (0: full epochs); for smoke tests and benchmarks", low=0)
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any] | None = None, **more: Any) -> "RunConfig":
+        """Build and validate a config from typed or string values; unknown keys raise :class:`ConfigError`."""
+        merged = dict(values or {})
+        merged.update(more)
+        check_keys(merged)
+        kwargs = {k: coerce(k, v) for k, v in merged.items()}
+        cfg = cls(**kwargs)
+        cfg.validate()
+        return cfg
+
+    def replace(self, **changes: Any) -> "RunConfig":
+        """A copy with ``changes`` applied (coerced and validated)."""
+        d = self.to_dict()
+        d.update(changes)
+        return RunConfig.from_dict(d)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def hash(self) -> str:
+        """A stable short hash of every key that changes the result (``data_dir`` excluded: where, not what)."""
+        d = {k: v for k, v in self.to_dict().items() if k not in _NOT_HASHED}
+        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+
+    # ------------------------------------------------------------------ validation
+    def validate(self) -> None:
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            meta = f.metadata
+            if meta.get("choices") is not None and v not in meta["choices"]:
+                raise ConfigError(f"{f.name}={v!r} is not valid; choose one of: {', '.join(meta['choices'])}")
+            if v is None or isinstance(v, (bool, list, str)):
+                continue
+            low, high = meta.get("low"), meta.get("high")
+            if low is not None and (v < low or (meta.get("low_open") and v == low)):
+                op = ">" if meta.get("low_open") else ">="
+                raise ConfigError(f"{f.name}={v!r} is out of range; it must be {op} {low}")
+            if high is not None and v > high:
+                raise ConfigError(f"{f.name}={v!r} is out of range; it must be <= {high}")
+        if self.stages is not None:
+            if not self.stages:
+                raise ConfigError("stages=[] is empty; give at least one stage, or None for the paper's default")
+            n = num_stages(self.model)
+            bad = [s for s in self.stages if not 1 <= s <= n]
+            if bad:
+                raise ConfigError(f"stages={self.stages!r}: stage {bad[0]} does not exist in {self.model}; "
+                                  f"valid stages are {list(range(1, n + 1))}")
+        if self.dataset == "imagefolder" and not self.data_dir:
+            raise ConfigError("dataset='imagefolder' needs data_dir (a folder with train/<class>/ and val/<class>/)")
+
+
+_NOT_HASHED = {"data_dir", "num_workers", "device"}
+
+
+def num_stages(model: str) -> int:
+    """Number of residual stages of a backbone: 4 for ImageNet ResNets, 3 for CIFAR ResNets and WRN."""
+    return 4 if model in ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152") else 3
+
+
+FIELDS: dict[str, dataclasses.Field] = {f.name: f for f in dataclasses.fields(RunConfig)}
+KEYS: tuple[str, ...] = tuple(FIELDS)
+_HINTS = typing.get_type_hints(RunConfig)
+
+
+def check_keys(values: Mapping[str, Any]) -> None:
+    """Raise :class:`ConfigError` for the first key that is not a run-config key, with close matches."""
+    for k in values:
+        if k not in FIELDS:
+            close = difflib.get_close_matches(str(k), KEYS, n=3)
+            hint = f"; did you mean {' or '.join(close)}?" if close else ""
+            raise ConfigError(f"unknown config key {k!r}{hint} (valid keys: {', '.join(KEYS)})")
+
+
+_TRUE = {"true", "1", "yes", "on", "y"}
+_FALSE = {"false", "0", "no", "off", "n"}
+_NONE = {"none", "null", "~", ""}
+
+
+def coerce(key: str, value: Any) -> Any:
+    """Turn ``value`` (typed, or a string from the CLI) into the declared type of ``key``."""
+    check_keys({key: None})
+    hint = _HINTS[key]
+    args = typing.get_args(hint)
+    optional = type(None) in args
+    base = next((a for a in args if a is not type(None)), hint) if args and typing.get_origin(hint) is not list \
+        else hint
+    if optional and (value is None or (isinstance(value, str) and value.strip().lower() in _NONE)):
+        return None
+    try:
+        if typing.get_origin(base) is list:
+            if isinstance(value, str):
+                s = value.strip().strip("[]()")
+                items = [x for x in s.replace(",", " ").split()]
+            elif isinstance(value, (list, tuple)):
+                items = list(value)
+            elif isinstance(value, int) and not isinstance(value, bool):
+                items = [value]
+            else:
+                raise TypeError
+            out = []
+            for x in items:
+                if isinstance(x, bool) or (isinstance(x, float) and not x.is_integer()):
+                    raise TypeError
+                out.append(int(x))
+            return out
+        if base is bool:
+            if isinstance(value, bool):
+                return value
+            if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
+                return value.strip().lower() in _TRUE
+            if isinstance(value, int) and value in (0, 1):
+                return bool(value)
+            raise TypeError
+        if base is int:
+            if isinstance(value, bool):
+                raise TypeError
+            if isinstance(value, float):
+                if not value.is_integer():
+                    raise TypeError
+                return int(value)
+            if isinstance(value, str):
+                f = float(value)
+                if not f.is_integer():
+                    raise TypeError
+                return int(f)
+            return int(value)
+        if base is float:
+            if isinstance(value, bool):
+                raise TypeError
+            return float(value)
+        if base is str:
+            if not isinstance(value, str):
+                raise TypeError
+            return value.strip()
+    except (TypeError, ValueError):
+        pass
+    tname = _type_name(hint)
+    raise ConfigError(f"{key}={value!r} is not a valid {tname}" + _choices_suffix(key))
+
+
+def _type_name(hint) -> str:
+    s = str(hint).replace("typing.", "")
+    return s.replace("<class '", "").replace("'>", "")
+
+
+def _choices_suffix(key: str) -> str:
+    ch = FIELDS[key].metadata.get("choices")
+    return f"; choose one of: {', '.join(ch)}" if ch else ""
+
+
+def describe() -> list[dict[str, Any]]:
+    """Every key with its type, default, choices and help, for ``attnrepro config`` and the README."""
+    rows = []
+    for f in dataclasses.fields(RunConfig):
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        rows.append({"key": f.name, "type": _type_name(_HINTS[f.name]), "default": default,
+                     "choices": list(f.metadata["choices"]) if f.metadata.get("choices") else None,
+                     "help": f.metadata["help"]})
+    return rows
