@@ -1,0 +1,95 @@
+"""``attnrepro`` command line: train | run | list | report | bench | config.
+
+Each command lives in its own module, which exposes ``configure(parser)`` (adds its arguments) and
+``run(args) -> int`` (does the work). Bad input (:class:`~attnrepro.config.ConfigError`, :class:`UsageError`)
+exits with code 2 and a one-line reason, before any training starts.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from typing import Any, Sequence
+
+from .config import ConfigError, coerce, describe
+
+__all__ = ["main", "UsageError", "add_overrides", "overrides_from_args"]
+
+
+class UsageError(Exception):
+    """Bad command-line input that is not a config value (a missing file, an unknown ablation...)."""
+
+
+# name -> (module, one-line help). Modules are imported when the parser is built.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "train": ("attnrepro.train.cli", "train one run config into an output folder (resumes when it can)"),
+    "run": ("attnrepro.pipeline", "run ablation notebooks over a preset's grid with papermill"),
+    "list": ("attnrepro.pipeline", "list ablations, presets and what their grids expand to"),
+    "report": ("attnrepro.report", "build reports/<preset>/report.html from the runs"),
+    "bench": ("attnrepro.bench", "benchmark what each attention costs; CSV + markdown under reports/bench/"),
+    "config": ("attnrepro.cli", "print every run-config key with its type, default and choices"),
+}
+
+
+def add_overrides(parser: argparse.ArgumentParser) -> None:
+    """The shared ``-p KEY VALUE`` option (repeatable)."""
+    parser.add_argument("-p", "--param", nargs=2, action="append", default=[], metavar=("KEY", "VALUE"),
+                        help="set a run-config key (see `attnrepro config`); repeatable")
+
+
+def overrides_from_args(pairs: Sequence[Sequence[str]]) -> dict[str, Any]:
+    """``[(key, value), ...]`` from ``-p`` into a typed dict; raises :class:`ConfigError` on a bad key or value."""
+    return {k: coerce(k, v) for k, v in pairs}
+
+
+# ---------------------------------------------------------------------------- `attnrepro config`
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--format", choices=("table", "json", "yaml"), default="table",
+                        help="output format (default: table)")
+
+
+def run(args: argparse.Namespace) -> int:
+    rows = describe()
+    if args.format == "json":
+        import json
+        print(json.dumps(rows, indent=1))
+    elif args.format == "yaml":
+        import yaml
+        print(yaml.safe_dump({r["key"]: r["default"] for r in rows}, sort_keys=False), end="")
+    else:
+        w = max(len(r["key"]) for r in rows)
+        for r in rows:
+            ch = f"  {{{', '.join(r['choices'])}}}" if r["choices"] else ""
+            print(f"{r['key']:<{w}}  {r['type']:<12} default={r['default']!r}{ch}\n{'':<{w}}  {r['help']}")
+    return 0
+
+
+# ---------------------------------------------------------------------------- entry point
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="attnrepro", description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, (modname, help_) in COMMANDS.items():
+        mod = importlib.import_module(modname)
+        p = sub.add_parser(name, help=help_, description=help_)
+        configure_fn = getattr(mod, f"configure_{name}", None) or mod.configure
+        configure_fn(p)
+        p.set_defaults(_run=getattr(mod, f"run_{name}", None) or mod.run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args._run(args) or 0)
+    except (ConfigError, UsageError) as e:
+        print(f"attnrepro {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"attnrepro {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
