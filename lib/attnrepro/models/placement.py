@@ -1,0 +1,151 @@
+"""Where an attention module goes in a ResNet: which stages, which layer of a block, and at what feature size.
+
+The rules follow the papers where they say something and are this suite's choice where they do not
+(see ``papers.md`` in the project's shared notes and the README):
+
+- Stages are numbered from 1 (``layer1`` of a torchvision ResNet is stage 1). The stem and the shortcuts are never
+  touched.
+- Conv-replacing kinds (``expatt``, ``aa``, ``aw``) take the place of the block's 3x3 conv: ``conv2`` of a
+  bottleneck, ``conv1`` of a basic block (AA's WRN choice, "the first conv of every residual block"), ``conv1`` of
+  a pre-activation wide block. The new layer keeps the replaced conv's channels and stride.
+  Default stages: the last three of an ImageNet ResNet (AA's ImageNet setting, ``[2, 3, 4]``); every stage of the
+  CIFAR ResNets and the WRN (AA's CIFAR setting).
+- Gates (``se``, ``cbam``) go on the residual branch, before the addition: after the block's last BN in a
+  post-activation block (torchvision's ``bn3``/``bn2`` become ``Sequential(bn, gate)``; the CIFAR blocks have a
+  ``gate`` slot), after the second conv of a pre-activation wide block. Default: every stage (SE and CBAM papers).
+- AA's relative tables need the largest feature side the layer attends over (``max_size``). It is computed from
+  ``input_size`` (224 for ImageNet nets, 32 for CIFAR nets by default): the block's input side, halved (rounded
+  up) for the strided first block of a stage, because the layer attends over its average-pooled input there, at
+  the conv's output size. The layers accept any smaller input, so a model built for 32x32 also runs on 16x16.
+"""
+from __future__ import annotations
+
+from typing import Any, Iterable, Iterator, Sequence
+
+import torch.nn as nn
+from torchvision.models.resnet import BasicBlock, Bottleneck
+
+from ..modules.factory import CONV_KINDS, create_conv, create_gate
+from .cifar import CifarBasicBlock, WideBasicBlock
+
+__all__ = ["IMAGENET_NAMES", "CIFAR_NAMES", "MODEL_NAMES", "num_stages", "default_stages", "check_stages",
+           "stage_sides", "attention_side", "block_slots", "iter_blocks",
+           "place_attention"]
+
+IMAGENET_NAMES = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
+CIFAR_NAMES = ("resnet20", "resnet32", "resnet56", "resnet110", "wrn28_10")
+MODEL_NAMES = IMAGENET_NAMES + CIFAR_NAMES
+
+
+def _check_name(name: str) -> None:
+    if name not in MODEL_NAMES:
+        raise ValueError(f"unknown model {name!r}; choose one of: {', '.join(MODEL_NAMES)}")
+
+
+def num_stages(name: str) -> int:
+    """4 for the ImageNet ResNets, 3 for the CIFAR ResNets and the WRN."""
+    _check_name(name)
+    return 4 if name in IMAGENET_NAMES else 3
+
+
+def default_stages(name: str, kind: str) -> list[int]:
+    """The paper's stages for attention ``kind`` on model ``name`` (see the module docstring)."""
+    n = num_stages(name)
+    if kind in CONV_KINDS and name in IMAGENET_NAMES:
+        return [2, 3, 4]
+    return list(range(1, n + 1))
+
+
+def check_stages(name: str, stages: Iterable[int]) -> list[int]:
+    """Validate 1-based ``stages`` for model ``name``; returns them sorted and de-duplicated."""
+    n = num_stages(name)
+    valid = list(range(1, n + 1))
+    if isinstance(stages, (str, bytes)) or not hasattr(stages, "__iter__"):
+        raise ValueError(f"stages={stages!r} must be a list of stage numbers from {valid}")
+    stages = list(stages)
+    if not stages:
+        raise ValueError(f"stages={stages!r} is empty; give stages from {valid}, or None for the paper's default")
+    for s in stages:
+        if isinstance(s, bool) or not isinstance(s, int) or s not in valid:
+            raise ValueError(f"stage {s!r} does not exist in {name}; valid stages are {valid}")
+    return sorted(set(stages))
+
+
+def _down(side: int) -> int:
+    # output side of a stride-2 conv/pool with "same" padding (3x3 pad 1, 1x1 pad 0, 7x7 pad 3): ceil(side / 2)
+    return (side + 1) // 2
+
+
+def stage_sides(name: str, input_size: int) -> list[tuple[int, int]]:
+    """For each stage, ``(side of its input, side of its output)`` for a square ``input_size`` image."""
+    _check_name(name)
+    if name in IMAGENET_NAMES:
+        side, strides = _down(_down(input_size)), (1, 2, 2, 2)  # stem conv stride 2, max pool stride 2
+    else:
+        side, strides = input_size, (1, 2, 2)
+    out = []
+    for s in strides:
+        new = _down(side) if s == 2 else side
+        out.append((side, new))
+        side = new
+    return out
+
+
+def attention_side(block_input_side: int, stride: int) -> int:
+    """Side of the map a conv-replacing layer attends over: its output side, ``ceil(input / stride)``
+    (a 3x3 conv with padding 1; the layers average-pool their input to that size when strided)."""
+    return (block_input_side - 1) // stride + 1
+
+
+def _stages_of(model: nn.Module) -> list[nn.Sequential]:
+    if hasattr(model, "stages"):
+        return list(model.stages())
+    return [model.layer1, model.layer2, model.layer3, model.layer4]
+
+
+def block_slots(block: nn.Module) -> tuple[str, str]:
+    """``(name of the conv that conv kinds replace, where a gate goes)`` for a residual block."""
+    if isinstance(block, Bottleneck):
+        return "conv2", "bn3"
+    if isinstance(block, BasicBlock):
+        return "conv1", "bn2"
+    if isinstance(block, (CifarBasicBlock, WideBasicBlock)):
+        return "conv1", "gate"
+    raise TypeError(f"no placement rule for block type {type(block).__name__}")
+
+
+def iter_blocks(model: nn.Module, input_size: int, name: str) -> Iterator[tuple[int, nn.Module, int]]:
+    """Yield ``(stage, block, side of the block's input)`` for every residual block."""
+    sides = stage_sides(name, input_size)
+    for s, layer in enumerate(_stages_of(model), start=1):
+        s_in, s_out = sides[s - 1]
+        for j, block in enumerate(layer):
+            yield s, block, (s_in if j == 0 else s_out)
+
+
+def place_attention(model: nn.Module, name: str, kind: str, stages: Sequence[int], input_size: int,
+                    kwargs: dict[str, Any]) -> nn.Module:
+    """Put attention ``kind`` into every block of ``stages`` of ``model`` (in place) and return the model.
+
+    ``kwargs`` go to the layer factory; for ``aa`` a ``max_size`` in ``kwargs`` overrides the per-block side.
+    """
+    for stage, block, side in iter_blocks(model, input_size, name):
+        if stage not in stages:
+            continue
+        conv_name, gate_name = block_slots(block)
+        if kind in CONV_KINDS:
+            conv: nn.Conv2d = getattr(block, conv_name)
+            kw = dict(kwargs)
+            if kind == "aa":
+                # the attention runs at the conv's output resolution (average-pooled input when strided)
+                kw.setdefault("max_size", attention_side(side, conv.stride[0]))
+            layer = create_conv(kind, conv.in_channels, conv.out_channels, kernel_size=conv.kernel_size[0],
+                                stride=conv.stride[0], **kw)
+            setattr(block, conv_name, layer)
+        else:
+            if gate_name == "gate":
+                block.gate = create_gate(kind, block.out_channels, **kwargs)
+            else:
+                bn: nn.BatchNorm2d = getattr(block, gate_name)
+                setattr(block, gate_name, nn.Sequential(bn, create_gate(kind, bn.num_features, **kwargs)))
+    return model

@@ -1,0 +1,131 @@
+"""ExpAtt: a convolution augmented with explicitly modelled (content-free) attention.
+
+Paper: Tan, Nguyen, Dax, Niessner, Brox. "Explicitly Modeled Attention Maps for Image Classification". AAAI 2021,
+arXiv 2006.07872.
+
+The paper's: attention maps that are a simple function of the distance between positions (a Gaussian kernel) with
+a learnable radius, independent of the content; compared against AA (``augmented.py``).
+
+This suite's reconstruction (the paper gives no equations; ``papers.md`` section 1): the layer has AA's shape,
+``concat(conv_kxk(X) -> out - d_v channels, MHA_exp(X) -> d_v channels)``; ``V = conv1x1(X)`` (no bias) to ``d_v``
+channels in ``heads`` heads; ``O_h = A_h V_h`` with the row-normalised kernel map of
+:func:`~attnrepro.modules.functional.explicit_attention`; an output projection ``W_O`` (1x1, d_v -> d_v);
+radius ``r = exp(s)``, ``s`` initialised to ``log(radius_init)``, one per layer (the paper's "single learnable
+parameter") or one per head, learnable or frozen; kernels other than the Gaussian are ablations. With stride > 1
+the attention runs on the average-pooled input (as AA's does). Narrow layers reduce their heads, see
+:func:`~attnrepro.modules.functional.attention_channels`.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .functional import KERNELS, attention_channels, explicit_attention, explicit_attention_map
+
+__all__ = ["ExpAttConv2d"]
+
+
+def conv_out_size(size: int, kernel_size: int, stride: int) -> int:
+    """Output side of a conv with padding ``kernel_size // 2``."""
+    return (size + 2 * (kernel_size // 2) - kernel_size) // stride + 1
+
+
+def attention_input(x: torch.Tensor, kernel_size: int, stride: int) -> torch.Tensor:
+    """The attention branch's input: ``x`` itself, or average-pooled to the conv branch's output size."""
+    H, W = x.shape[-2:]
+    size = (conv_out_size(H, kernel_size, stride), conv_out_size(W, kernel_size, stride))
+    if size == (H, W):
+        return x
+    if stride > 1 and H % stride == 0 and W % stride == 0 and size == (H // stride, W // stride):
+        return F.avg_pool2d(x, stride, stride)
+    return F.adaptive_avg_pool2d(x, size)
+
+
+def _check_conv_args(in_channels, out_channels, kernel_size, stride):
+    for name, val in (("in_channels", in_channels), ("out_channels", out_channels), ("kernel_size", kernel_size),
+                      ("stride", stride)):
+        if int(val) != val or val < 1:
+            raise ValueError(f"{name}={val!r} is not valid; it must be an integer >= 1")
+
+
+class ExpAttConv2d(nn.Module):
+    """Convolution whose last ``d_v`` output channels are explicit (distance-kernel) attention.
+
+    Args:
+        in_channels: input channels.
+        out_channels: output channels ``F_out`` (conv part ``F_out - d_v`` plus attention part ``d_v``).
+        kernel_size: conv part's kernel (padding ``kernel_size // 2``, no bias: a batch norm follows).
+        stride: conv part's stride; the attention part runs on the average-pooled input.
+        heads: attention heads (reduced for narrow layers; ``.heads`` holds the value used).
+        upsilon: ``d_v / F_out``.
+        kernel: distance kernel, one of ``gaussian``, ``laplacian``, ``cauchy``, ``uniform``.
+        radius_init: initial radius in feature-map pixels (> 0).
+        learn_radius: learn ``s = log r`` (a parameter) or keep it frozen (a buffer).
+        radius_per_head: one radius per head instead of one per layer.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3, stride: int = 1, *,
+                 heads: int = 8, upsilon: float = 0.1, kernel: str = "gaussian", radius_init: float = 2.0,
+                 learn_radius: bool = True, radius_per_head: bool = False):
+        super().__init__()
+        _check_conv_args(in_channels, out_channels, kernel_size, stride)
+        if kernel not in KERNELS:
+            raise ValueError(f"kernel={kernel!r} is not valid; choose one of: {', '.join(KERNELS)}")
+        if not (isinstance(radius_init, (int, float)) and math.isfinite(radius_init) and radius_init > 0):
+            raise ValueError(f"radius_init={radius_init!r} is not valid; it must be a finite number > 0")
+        self.heads, _, self.dv = attention_channels(out_channels, heads, upsilon)
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.kernel_size, self.stride, self.kernel = kernel_size, stride, kernel
+        conv_out = out_channels - self.dv
+        self.conv = (nn.Conv2d(in_channels, conv_out, kernel_size, stride, kernel_size // 2, bias=False)
+                     if conv_out > 0 else None)
+        self.value = nn.Conv2d(in_channels, self.dv, 1, bias=False)
+        self.proj = nn.Conv2d(self.dv, self.dv, 1)
+        n_r = self.heads if radius_per_head else 1
+        s = torch.full((n_r,), math.log(radius_init))
+        if learn_radius:
+            self.log_radius = nn.Parameter(s)
+        else:
+            self.register_buffer("log_radius", s)
+        self._map_cache = None
+
+    @property
+    def radius(self) -> torch.Tensor:
+        """Current radius ``exp(s)``, shape ``(1,)`` or ``(heads,)``."""
+        return self.log_radius.exp()
+
+    def _attn_map(self, H: int, W: int, x: torch.Tensor):
+        """Dense map for the non-factorised kernels, cached while ``s`` cannot change under it: no gradient flows
+        to ``s`` (frozen, or grad disabled) and ``s`` is the same tensor at the same version (any in-place update,
+        e.g. an optimizer step or ``load_state_dict``, bumps the version and rebuilds the map)."""
+        if self.kernel in ("gaussian", "uniform"):
+            return None
+        s = self.log_radius
+        if s.requires_grad and torch.is_grad_enabled():
+            return None
+        key = (H, W, x.device, x.dtype, s._version)
+        c = self._map_cache
+        if c is not None and c[0] is s and c[1] == key:
+            return c[2]
+        with torch.no_grad():
+            A = explicit_attention_map(H, W, s.exp(), self.kernel).to(x.dtype)
+        self._map_cache = (s, key, A)
+        return A
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        xa = attention_input(x, self.kernel_size, self.stride)
+        B, _, H, W = xa.shape
+        v = self.value(xa).reshape(B, self.heads, self.dv // self.heads, H, W)
+        o = explicit_attention(v, self.radius, self.kernel, attn_map=self._attn_map(H, W, v))
+        o = self.proj(o.reshape(B, self.dv, H, W))
+        if self.conv is None:
+            return o
+        return torch.cat([self.conv(x), o], dim=1)
+
+    def extra_repr(self) -> str:
+        return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
+                f"heads={self.heads}, dv={self.dv}, kernel={self.kernel!r}, "
+                f"learn_radius={isinstance(self.log_radius, nn.Parameter)}, n_radius={self.log_radius.numel()}")

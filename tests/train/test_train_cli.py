@@ -1,0 +1,88 @@
+"""`attnrepro train`: bad input exits 2 with one line before anything is trained or written; a good run trains."""
+import json
+
+import pytest
+
+from attnrepro import cli
+from attnrepro.train.cli import config_from_args
+
+
+@pytest.fixture
+def main(monkeypatch):
+    # only the train command: the other commands' modules are not this test's business
+    monkeypatch.setattr(cli, "COMMANDS", {"train": cli.COMMANDS["train"]})
+    return cli.main
+
+
+SYN = ["-p", "dataset", "synthetic", "-p", "device", "cpu"]
+
+
+@pytest.mark.parametrize("args, words", [
+    (["-p", "epoks", "2"], "did you mean epochs"),
+    (["-p", "epochs", "two"], "epochs='two'"),
+    (["-p", "schedule", "step"], "choose one of"),
+    (["-p", "lr", "-1"], "lr=-1.0 is out of range"),
+    (["-p", "dataset", "cifar10", "-p", "data_dir", "{tmp}/nowhere"], "looked in"),
+    (["-p", "dataset", "fashion_mnist", "-p", "data_dir", "{tmp}/nowhere"], None),
+    (["-p", "dataset", "imagefolder", "-p", "data_dir", "{tmp}"], "train/<class>"),
+    (SYN + ["-p", "amp", "fp16"], "fp16"),
+    (SYN + ["--config", "{tmp}/missing.yaml"], "no such file"),
+    (SYN + ["--config", "{tmp}/list.yaml"], "mapping"),
+    (SYN + ["--config", "{tmp}/badkey.yaml"], "unknown config key 'lrr'"),
+])
+def test_bad_input_exits_2_with_one_line(main, tmp_path, capsys, monkeypatch, args, words):
+    from attnrepro import data
+    monkeypatch.setattr(data, "FASHION_MNIST_DIRS", [str(tmp_path / "no-debian")])
+    (tmp_path / "list.yaml").write_text("- 1\n- 2\n")
+    (tmp_path / "badkey.yaml").write_text("lrr: 0.1\n")
+    out = tmp_path / "run"
+    args = [a.replace("{tmp}", str(tmp_path)) for a in args]
+    assert main(["train", *args, "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("attnrepro train: error:")
+    if words:
+        assert words in err
+    assert not out.exists()
+    assert not (tmp_path / "nowhere").exists()
+
+
+def test_a_folder_of_another_config_exits_2(main, tmp_path, capsys):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "config.json").write_text(json.dumps({"config_hash": "feedbeef", "lr": 0.5}))
+    (out / "metrics.jsonl").write_text('{"epoch": 1}\n')
+    assert main(["train", *SYN, "--out", str(out)]) == 2
+    assert "holds another run" in capsys.readouterr().err
+    assert sorted(p.name for p in out.iterdir()) == ["config.json", "metrics.jsonl"]
+
+
+def test_out_that_is_a_file_exits_2(main, tmp_path, capsys):
+    f = tmp_path / "file"
+    f.write_text("x")
+    assert main(["train", *SYN, "--out", str(f)]) == 2
+    assert "is a file" in capsys.readouterr().err
+
+
+def test_yaml_then_overrides(tmp_path):
+    import argparse
+    from attnrepro.train.cli import configure
+    (tmp_path / "c.yaml").write_text("epochs: 3\nlr: 0.2\nstages: [2, 3]\n")
+    p = argparse.ArgumentParser()
+    configure(p)
+    args = p.parse_args(["--config", str(tmp_path / "c.yaml"), "-p", "lr", "0.05", "--out", "x"])
+    cfg = config_from_args(args)
+    assert (cfg.epochs, cfg.lr, cfg.stages) == (3, 0.05, [2, 3])
+
+
+@pytest.mark.slow
+def test_train_command_runs_resnet20(main, tmp_path, capsys):
+    out = tmp_path / "run"
+    argv = ["train", *SYN, "-p", "model", "resnet20", "-p", "width", "0.25", "-p", "train_subset", "64",
+            "-p", "batch_size", "32", "-p", "val_split", "0.02", "-p", "max_steps", "1", "--out", str(out)]
+    assert main(argv) == 0
+    res = json.loads((out / "metrics.json").read_text())
+    assert res["status"] == "finished" and res["config"]["model"] == "resnet20" and res["params"] > 0
+    assert "finished 1 epochs" in capsys.readouterr().out
+    # the same command again finds the finished run and trains nothing
+    assert main(argv) == 0
+    assert json.loads((out / "metrics.json").read_text()) == res
