@@ -359,16 +359,32 @@ def aa_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, rel_h: torch
         ``(B, heads, HW, dvh)``.
     """
     if rel_h is None and rel_w is None:
-        return F.scaled_dot_product_attention(q, k, v, scale=1.0)
+        qp, kp, vp, dvh = _same_head_dim(q, k, v)
+        return F.scaled_dot_product_attention(qp, kp, vp, scale=1.0)[..., :dvh]
     if rel_h is None or rel_w is None or H is None or W is None:
         raise ValueError("aa_attention needs both rel_h and rel_w, and H and W, or neither table")
     _check_rel(q, rel_h, rel_w, H, W)
     lw, lh = _relative_parts(q, rel_h, rel_w, H, W)
+    qp, kp, vp, dvh = _same_head_dim(q, k, v)
     needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v, lw, lh))
     plain = torch.jit.is_tracing() or torch.compiler.is_compiling()   # tracers (fvcore) and compilers see SDPA
     if q.device.type == "cpu" and needs_grad and not plain:
-        return _RelativeAttention.apply(q, k, v, lw, lh)
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=_combine(lw, lh, H, W), scale=1.0)
+        return _RelativeAttention.apply(qp, kp, vp, lw, lh)[..., :dvh]
+    return F.scaled_dot_product_attention(qp, kp, vp, attn_mask=_combine(lw, lh, H, W), scale=1.0)[..., :dvh]
+
+
+def _same_head_dim(q, k, v):
+    """Zero-pad q, k, v to one contiguous head size. SDPA's fused kernels (flash on CPU and GPU) need equal key and
+    value head sizes and a contiguous last dimension; otherwise PyTorch silently takes the slow "math" path, which
+    also keeps the mask and softmax for backward. Zero channels change no ``q . k`` and give value channels that are
+    exactly zero, sliced off by the caller. Not under ``jit.trace`` (fvcore's counting), so that the counted MACs
+    are the attention's own, not the padding's. Returns ``(q, k, v, dvh)``."""
+    dvh = v.shape[-1]
+    if torch.jit.is_tracing():
+        return q, k, v, dvh
+    d = max(q.shape[-1], dvh)
+    q, k, v = (F.pad(t, (0, d - t.shape[-1])) if t.shape[-1] < d else t for t in (q, k, v))
+    return q.contiguous(), k.contiguous(), v.contiguous(), dvh
 
 
 def aa_attention_reference(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, rel_h: torch.Tensor | None = None,
@@ -418,8 +434,13 @@ def aw_conv2d(x: torch.Tensor, weight: torch.Tensor, attn: torch.Tensor, bias: t
         bias: ``(C_out,)`` or None; stride, padding, dilation: as :func:`torch.nn.functional.conv2d`.
     """
     B, C_in, C_out, m = _check_aw(x, weight, attn)
-    a = attn if m == C_out else attn.index_select(1, _map_index(C_out, m, attn.device))  # (B, C_out, C_in, k, k)
-    w = (weight * (1.0 + a)).reshape(B * C_out, *weight.shape[1:])
+    if m == C_out or C_out % m == 0:
+        # map j serves the C_out // m consecutive output channels j * C_out // m ...: a broadcast, no gather
+        w = weight.view(1, m, C_out // m, *weight.shape[1:]) * (1.0 + attn).unsqueeze(2)
+        w = w.reshape(B * C_out, *weight.shape[1:])
+    else:
+        a = attn.index_select(1, _map_index(C_out, m, attn.device))  # (B, C_out, C_in, k, k)
+        w = (weight * (1.0 + a)).reshape(B * C_out, *weight.shape[1:])
     b = None if bias is None else bias.repeat(B)
     out = F.conv2d(x.reshape(1, B * C_in, *x.shape[2:]), w, b, stride, padding, dilation, groups=B)
     return out.reshape(B, C_out, *out.shape[2:])
