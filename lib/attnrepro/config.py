@@ -49,7 +49,8 @@ class RunConfig:
     dataset: str = _f("fashion_mnist", "dataset to train on ('synthetic' is random data for tests and benchmarks)",
                       DATASETS)
     data_dir: str | None = _f(None, "where the dataset lies; None: the dataset's default place (see `attnrepro.data`)")
-    train_subset: int = _f(0, "train on the first N training images (a fixed, seeded subset); 0: all", low=0)
+    train_subset: int = _f(0, "train on a fixed random subset of N training images (the same for every seed); "
+                              "0: all", low=0)
     val_split: float = _f(0.0, "fraction of the training set held out as validation; 0: validate on the test split",
                           low=0.0, high=0.5)
     augment: bool = _f(True, "random crop (padding 4, or random-resized crop for imagefolder) and horizontal flip")

@@ -671,6 +671,7 @@ def build_report(preset: str, runs_dir: str | Path = "runs", out_dir: str | Path
     executed = dest / "report.ipynb"
     try:
         pm.execute_notebook(str(notebook), str(executed), parameters=params, kernel_name=KERNEL_NAME,
+                            extra_arguments=["--IPKernelApp.log_level=ERROR"],   # no kernel start-up chatter
                             cwd=str(cwd), progress_bar=False, log_output=False, execution_timeout=timeout)
     except pm.PapermillExecutionError as e:
         raise RuntimeError(f"the report notebook failed in cell {e.exec_count}: {e.ename}: {e.evalue} "
