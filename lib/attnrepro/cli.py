@@ -1,7 +1,8 @@
 """``attnrepro`` command line: train | run | list | report | bench | config.
 
 Each command lives in its own module, which exposes ``configure(parser)`` (adds its arguments) and
-``run(args) -> int`` (does the work). Bad input (:class:`~attnrepro.config.ConfigError`, :class:`UsageError`)
+``run(args) -> int`` (does the work); a module that serves several commands names them ``configure_<command>`` and
+``run_<command>``, which take precedence over ``configure``/``run``. Bad input (:class:`~attnrepro.config.ConfigError`, :class:`UsageError`)
 exits with code 2 and a one-line reason, before any training starts.
 """
 from __future__ import annotations
@@ -65,13 +66,17 @@ def run(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------------- entry point
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser. Only ``command``'s module is imported (all of them when None), so a command starts fast and
+    one command's import trouble cannot break another."""
     parser = argparse.ArgumentParser(prog="attnrepro", description=__doc__.splitlines()[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, (modname, help_) in COMMANDS.items():
-        mod = importlib.import_module(modname)
         p = sub.add_parser(name, help=help_, description=help_)
+        if command is not None and name != command:
+            continue
+        mod = importlib.import_module(modname)
         configure_fn = getattr(mod, f"configure_{name}", None) or mod.configure
         configure_fn(p)
         p.set_defaults(_run=getattr(mod, f"run_{name}", None) or mod.run)
@@ -79,7 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = next((a for a in argv if not a.startswith("-")), None)
+    parser = build_parser(command if command in COMMANDS else None)
     args = parser.parse_args(argv)
     try:
         return int(args._run(args) or 0)
