@@ -308,9 +308,17 @@ def random_crop_flip(x: torch.Tensor, offsets: torch.Tensor, flips: torch.Tensor
 
 def normalize(x: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
     """``uint8`` (or [0, 255] float) images -> float32 ``(x / 255 - mean) / std`` per channel."""
-    m = torch.tensor(mean, device=x.device, dtype=torch.float32).view(1, -1, 1, 1) * 255.0
-    s = torch.tensor(std, device=x.device, dtype=torch.float32).view(1, -1, 1, 1) * 255.0
+    m, s = _norm_consts(tuple(mean), tuple(std), x.device)
     return (x.float() - m) / s
+
+
+@functools.lru_cache(maxsize=16)
+def _norm_consts(mean: tuple, std: tuple, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``(1, C, 1, 1)`` scale tensors of :func:`normalize`, made once per device (not a host-to-device copy,
+    and on CUDA a synchronisation, every batch)."""
+    m = torch.tensor(mean, device=device, dtype=torch.float32).view(1, -1, 1, 1) * 255.0
+    s = torch.tensor(std, device=device, dtype=torch.float32).view(1, -1, 1, 1) * 255.0
+    return m, s
 
 
 @contextlib.contextmanager
@@ -329,8 +337,14 @@ def _single_thread(device: torch.device):
         torch.set_num_threads(n)
 
 
+def _epoch_seed(seed: int, epoch: int) -> int:
+    """The seed of epoch ``epoch``'s data order and augmentation: a function of (seed, epoch) only, so a resumed run
+    sees the same batches as an uninterrupted one."""
+    return (seed * 1_000_003 + epoch * 7919 + 17) % (2 ** 63)
+
+
 def _epoch_generator(seed: int, epoch: int) -> torch.Generator:
-    return torch.Generator().manual_seed((seed * 1_000_003 + epoch * 7919 + 17) % (2 ** 63))
+    return torch.Generator().manual_seed(_epoch_seed(seed, epoch))
 
 
 class TensorLoader:
@@ -428,7 +442,7 @@ class DataLoaderWrapper:
         if hasattr(sampler, "set_epoch"):
             sampler.set_epoch(epoch)
         if self.generator is not None:
-            self.generator.manual_seed((self.seed * 1_000_003 + epoch * 7919 + 17) % (2 ** 63))
+            self.generator.manual_seed(_epoch_seed(self.seed, epoch))
 
     @property
     def num_samples(self) -> int:

@@ -19,7 +19,7 @@ import torch
 from ..config import ConfigError
 
 __all__ = ["resolve_device", "check_amp", "setup_backends", "autocast", "make_scaler", "maybe_compile",
-           "init_distributed", "is_main", "unwrap"]
+           "init_distributed", "unwrap"]
 
 
 def init_distributed() -> tuple[int, int, int]:
@@ -35,11 +35,6 @@ def init_distributed() -> tuple[int, int, int]:
             torch.cuda.set_device(local)
         dist.init_process_group(backend=backend)
     return dist.get_rank(), dist.get_world_size(), local
-
-
-def is_main() -> bool:
-    d = torch.distributed
-    return not (d.is_available() and d.is_initialized()) or d.get_rank() == 0
 
 
 def resolve_device(name: str, local_rank: int = 0) -> torch.device:

@@ -50,7 +50,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..cli import UsageError
-from ..config import ConfigError, RunConfig
+from ..config import _NOT_HASHED, ConfigError, RunConfig
 from . import checkpoint as ckpt
 from .cuda import (autocast, check_amp, init_distributed, make_scaler, maybe_compile, resolve_device,
                    setup_backends, unwrap)
@@ -116,9 +116,9 @@ def _folder_state(cfg: RunConfig, out: Path) -> str:
     has_epochs = (out / CHECKPOINT).is_file() or bool(ckpt.read_jsonl(out / METRICS_JSONL))
     if old_hash != h:
         if has_epochs:
-            diff = sorted(k for k in set(old) | set(cfg.to_dict())
-                          if k not in ("config_hash", "data_dir", "num_workers", "device")
-                          and old.get(k) != cfg.to_dict().get(k))
+            new = cfg.to_dict()
+            skip = _NOT_HASHED | {"config_hash"}
+            diff = sorted(k for k in set(old) | set(new) if k not in skip and old.get(k) != new.get(k))
             raise RunDirConflict(f"{out} holds another run (config hash {old_hash}, this config {h}; differing keys: "
                                  f"{', '.join(diff) or '?'}); choose another --out or delete that folder")
         return "fresh"
@@ -245,7 +245,7 @@ def run_training(cfg: RunConfig | Mapping[str, Any], out_dir: str | os.PathLike,
     t_start = time.perf_counter()
     cfg = _as_config(cfg)
     out = Path(out_dir)
-    rank, world, local_rank = init_distributed()
+    rank, world, _ = init_distributed()
     main = rank == 0
     device = preflight(cfg, None)
     state = _folder_state(cfg, out)
@@ -385,7 +385,7 @@ def _train_epoch(model, loader, epoch: int, steps_per_epoch: int, optimizer, sca
     lr = schedule(base)
     bar = _progress_bar(steps_per_epoch, f"epoch {epoch}/{cfg.epochs}", progress, main)
 
-    def check(upto: int) -> None:
+    def check() -> None:
         s = int(first_bad.item())
         if s >= 0:
             raise NonFiniteLoss(f"non-finite loss at epoch {epoch} step {s}")
@@ -413,13 +413,13 @@ def _train_epoch(model, loader, epoch: int, steps_per_epoch: int, optimizer, sca
             correct += (logits.detach().argmax(1) == y).sum()
             count += y.shape[0]
             if (step + 1) % check_every == 0:
-                check(step)
+                check()
             bar.update(1)
             if not bar.disable and (step + 1) % 20 == 0:
                 bar.set_postfix(loss=f"{(loss_sum / max(count, 1)).item():.3f}", lr=f"{lr:.3g}")
             if step_hook is not None:
                 step_hook(epoch, step)
-        check(steps_per_epoch)
+        check()
         _sync(device)
     finally:
         bar.close()
@@ -432,7 +432,8 @@ def _train_epoch(model, loader, epoch: int, steps_per_epoch: int, optimizer, sca
 @torch.no_grad()
 def _evaluate(model, loader, cfg, device: torch.device, progress, main: bool) -> dict:
     model.eval()
-    sums = torch.zeros(4, device=device, dtype=torch.float64)  # loss, top1, top5, count
+    sums = torch.zeros(3, device=device, dtype=torch.float64)  # loss, top1, top5
+    count = 0
     bar = _progress_bar(len(loader), "eval", progress, main)
     try:
         for x, y in loader:
@@ -440,12 +441,12 @@ def _evaluate(model, loader, cfg, device: torch.device, progress, main: bool) ->
                 logits = model(x)
             logits = logits.float()
             t1, t5 = topk_correct(logits, y, (1, 5))
-            sums += torch.stack([F.cross_entropy(logits, y, reduction="sum").double(), t1.double(), t5.double(),
-                                 torch.tensor(float(y.shape[0]), device=device, dtype=torch.float64)])
+            sums += torch.stack([F.cross_entropy(logits, y, reduction="sum").double(), t1.double(), t5.double()])
+            count += y.shape[0]
             bar.update(1)
     finally:
         bar.close()
-    sums = _allreduce(sums)
+    sums = _allreduce(torch.cat([sums, torch.tensor([float(count)], device=device, dtype=torch.float64)]))
     n = max(1.0, float(sums[3]))
     loss = float(sums[0]) / n
     return {"loss": loss if math.isfinite(loss) else float("nan"), "top1": 100.0 * float(sums[1]) / n,

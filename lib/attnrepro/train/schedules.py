@@ -20,9 +20,9 @@ from __future__ import annotations
 import math
 from typing import Callable
 
-__all__ = ["lr_at", "make_schedule", "warmup_steps", "SCHEDULES"]
+from ..config import SCHEDULES  # one list of names: the run config's
 
-SCHEDULES = ("cosine", "expatt", "aa", "constant")
+__all__ = ["lr_at", "make_schedule", "warmup_steps", "SCHEDULES"]
 
 
 def warmup_steps(schedule: str, steps_per_epoch: int, epochs: int, warmup_epochs: float) -> int:
