@@ -59,6 +59,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ._io import atomic_write_text
+
 __all__ = ["configure", "run", "run_benchmarks", "GROUPS", "COLUMNS", "Row", "Measurement", "measure",
            "peak_memory_bytes", "NaiveAAConv2d"]
 
@@ -835,11 +837,7 @@ def write_outputs(rows: Sequence[Row], out: str | os.PathLike, device: torch.dev
                     *_env_lines(device, quick, elapsed, clock), "", markdown_table(rows), ""])
     for name, text in ((f"bench_{device.type}.csv", buf.getvalue()), ("bench.csv", buf.getvalue()),
                        (f"bench_{device.type}.md", md), ("bench.md", md)):
-        path = os.path.join(out, name)
-        tmp = path + ".tmp"
-        with open(tmp, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
+        atomic_write_text(os.path.join(out, name), text)
 
 
 # ============================================================================ CLI

@@ -90,6 +90,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import yaml
 
+from ._io import atomic_write_text
 from .cli import UsageError, add_overrides
 from .config import KEYS, ConfigError, RunConfig, coerce, num_stages
 
@@ -401,9 +402,7 @@ def _read_json(path: Path) -> dict | None:
 
 
 def _write_json(path: Path, data: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=1, sort_keys=False, default=str) + "\n")
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(data, indent=1, sort_keys=False, default=str) + "\n")
 
 
 def run_state(run: Run) -> str:

@@ -32,12 +32,13 @@ from typing import Any, Iterable, Mapping
 import pandas as pd
 
 from . import figures, results
+from ._io import atomic_write_text
+from .pipeline import KERNEL_NAME, default_runs_dir, ensure_kernel  # one kernel name, one installer
 
 __all__ = ["configure", "run", "build_report", "export_html", "ensure_kernel", "Report", "expected_runs",
            "load_claims", "evaluate_claims", "judge_claim", "ABLATIONS", "KERNEL_NAME"]
 
 ABLATIONS = ("kernel", "radius_init", "placement", "baseline")
-KERNEL_NAME = "attnrepro"
 _ABLATION_TEXT = {
     "kernel": "ExpAtt with each distance kernel k(d; r) (uniform = global-average control).",
     "radius_init": "ExpAtt with different initial radii (and frozen radii where the grid has them).",
@@ -592,25 +593,6 @@ def _repo_root() -> Path:
     return Path(__file__).resolve().parents[2]
 
 
-def ensure_kernel(name: str = KERNEL_NAME) -> None:
-    """Make sure the Jupyter kernelspec ``name`` exists; install it into ``sys.prefix`` (ipykernel) if missing."""
-    from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
-
-    try:
-        KernelSpecManager().get_kernel_spec(name)
-        return
-    except NoSuchKernel:
-        pass
-    try:
-        from ipykernel.kernelspec import install
-        install(kernel_name=name, display_name=f"{name} ({Path(sys.prefix).name})", prefix=sys.prefix)
-        KernelSpecManager().get_kernel_spec(name)
-    except Exception as e:  # noqa: BLE001 - any failure here means the same thing to the user
-        from .cli import UsageError
-        raise UsageError(f"Jupyter kernel {name!r} is missing and could not be installed into {sys.prefix} "
-                         f"({type(e).__name__}: {e}); run `python -m ipykernel install --sys-prefix --name {name}`")
-
-
 def export_html(notebook: str | Path, html_path: str | Path, title: str = "attnrepro report") -> Path:
     """Executed notebook -> one self-contained HTML file: no code, figures as data URIs, no external scripts."""
     import re
@@ -631,10 +613,7 @@ def export_html(notebook: str | Path, html_path: str | Path, title: str = "attnr
     body = re.sub(r"<script type=\"module\">(?:(?!</script>).)*?mermaid(?:(?!</script>).)*</script>", "", body,
                   flags=re.S)
     p = Path(html_path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_suffix(".html.tmp")
-    tmp.write_text(body, encoding="utf-8")
-    os.replace(tmp, p)
+    atomic_write_text(p, body)
     return p
 
 
@@ -691,7 +670,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from .cli import UsageError
 
-    runs_dir = Path(args.runs_dir or os.environ.get("ATTNREPRO_RUNS", "runs"))
+    runs_dir = Path(args.runs_dir) if args.runs_dir else default_runs_dir()
     preset = args.preset
     if preset is None:
         found = sorted(p.name for p in runs_dir.glob("*") if p.is_dir()) if runs_dir.is_dir() else []

@@ -2,7 +2,7 @@
 
 - :func:`atomic_write_json` / :func:`save_checkpoint`: write a temporary file beside the target, fsync it, then
   ``os.replace`` (atomic on POSIX), so readers see the old file or the new one, never a torn one.
-- :func:`append_jsonl`: one JSON object per line, flushed and fsync'd line by line; :func:`read_jsonl` skips a
+- :func:`append_jsonl`: one JSON object per line, flushed and fsync'd line by line; :func:`read_jsonl` stops at a
   torn last line; :func:`truncate_jsonl` keeps the epochs a checkpoint covers (on resume).
 - Checkpoints hold only tensors and plain containers (dict, list, tuple, str, int, float, bool, None), so they load
   with ``torch.load(weights_only=True)``; :func:`rng_state` / :func:`set_rng_state` convert RNG states to that form.
@@ -13,12 +13,12 @@ import json
 import math
 import os
 import random
-import tempfile
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+
+from .._io import atomic_write, atomic_write_text, read_jsonl
 
 __all__ = ["atomic_write_json", "atomic_write_text", "append_jsonl", "read_jsonl", "truncate_jsonl",
            "save_checkpoint", "load_checkpoint", "rng_state", "set_rng_state", "json_safe"]
@@ -39,28 +39,6 @@ def json_safe(obj: Any) -> Any:
     return obj
 
 
-def _atomic_write(path: Path, write) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    _atomic_write(Path(path), lambda f: f.write(text.encode()))
-
-
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
     atomic_write_text(path, json.dumps(json_safe(obj), indent=1, sort_keys=False) + "\n")
 
@@ -72,22 +50,6 @@ def append_jsonl(path: str | os.PathLike, obj: Any) -> None:
         os.fsync(f.fileno())
 
 
-def read_jsonl(path: str | os.PathLike) -> list[dict]:
-    """The records of a JSON-lines file; a torn (unparseable) line ends the read."""
-    out = []
-    p = Path(path)
-    if not p.is_file():
-        return out
-    for line in p.read_text(encoding="utf-8").splitlines():
-        if not line.strip():
-            continue
-        try:
-            out.append(json.loads(line))
-        except json.JSONDecodeError:
-            break
-    return out
-
-
 def truncate_jsonl(path: str | os.PathLike, max_epoch: int) -> list[dict]:
     """Keep the records with ``epoch <= max_epoch`` (atomically); return them."""
     keep = [r for r in read_jsonl(path) if int(r.get("epoch", 0)) <= max_epoch]
@@ -96,7 +58,7 @@ def truncate_jsonl(path: str | os.PathLike, max_epoch: int) -> list[dict]:
 
 
 def save_checkpoint(path: str | os.PathLike, state: dict) -> None:
-    _atomic_write(Path(path), lambda f: torch.save(state, f))
+    atomic_write(path, lambda f: torch.save(state, f))
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict:
