@@ -11,7 +11,7 @@ import tempfile
 from pathlib import Path
 from typing import IO, Callable
 
-__all__ = ["atomic_write", "atomic_write_text", "read_jsonl"]
+__all__ = ["atomic_write", "atomic_write_text", "read_json", "read_jsonl"]
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], object]) -> None:
@@ -36,6 +36,14 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], object]) 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     """Write ``text`` (UTF-8) to ``path`` atomically."""
     atomic_write(path, lambda f: f.write(text.encode("utf-8")))
+
+
+def read_json(path: str | os.PathLike):
+    """The parsed JSON file, or None when it is missing or unreadable."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
 
 
 def read_jsonl(path: str | os.PathLike) -> list[dict]:

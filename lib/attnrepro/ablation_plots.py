@@ -8,10 +8,9 @@ cross-run statistics (confidence intervals, paired deltas against the reference)
 """
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
-from typing import Any
+from ._io import read_json, read_jsonl
 
 __all__ = ["load_run", "load_siblings", "summary", "plot_curves", "plot_kernel_maps", "plot_radii",
            "plot_accuracy_vs_macs", "plot_cost_accuracy"]
@@ -19,26 +18,13 @@ __all__ = ["load_run", "load_siblings", "summary", "plot_curves", "plot_kernel_m
 _DPI = 72
 
 
-def _json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-
-
 def load_run(out_dir: str | Path) -> dict:
     """``{"dir", "variant": variant.json, "metrics": metrics.json, "curves": [metrics.jsonl rows], "config"}``."""
     d = Path(out_dir)
-    curves = []
-    try:
-        for line in (d / "metrics.jsonl").read_text().splitlines():
-            if line.strip():
-                curves.append(json.loads(line))
-    except (OSError, ValueError):
-        pass
-    metrics = _json(d / "metrics.json") or {}
-    variant = _json(d / "variant.json") or {"variant": d.name, "seed": None}
-    config = metrics.get("config") or (_json(d / "config.json") or {})
+    curves = read_jsonl(d / "metrics.jsonl")
+    metrics = read_json(d / "metrics.json") or {}
+    variant = read_json(d / "variant.json") or {"variant": d.name, "seed": None}
+    config = metrics.get("config") or (read_json(d / "config.json") or {})
     return {"dir": d, "variant": variant, "metrics": metrics, "curves": curves, "config": config}
 
 
@@ -133,8 +119,7 @@ def _curve_pair(axes, runs: list[dict], label: str, **kw) -> None:
 
 def plot_kernel_maps(out_dir: str | Path, size: int = 15, max_layers: int = 6):
     """Each ExpAtt layer's attention map for the centre pixel of a ``size x size`` map, at its final radius."""
-    import torch
-    from .modules.functional import explicit_attention_map
+    from .figures import attention_map
     plt = _plt()
     me = load_run(out_dir)
     radii = me["metrics"].get("radius") or (me["curves"][-1].get("radius") if me["curves"] else None) or {}
@@ -144,12 +129,11 @@ def plot_kernel_maps(out_dir: str | Path, size: int = 15, max_layers: int = 6):
         return None
     names = list(radii)[:max_layers]
     fig, axes = plt.subplots(1, len(names), figsize=(2.2 * len(names), 2.4), dpi=_DPI, squeeze=False)
-    c = (size // 2) * size + size // 2
     for ax, name in zip(axes[0], names):
-        r = torch.tensor([float(x) for x in radii[name]][:1])   # per-head radii: the first head's
-        amap = explicit_attention_map(size, size, r, kernel)[0, c].reshape(size, size)
-        ax.imshow(amap.detach().numpy(), cmap="viridis")
-        ax.set_title(f"{name}\nr={float(r[0]):.2f}", fontsize=7)
+        r = float(radii[name][0])   # per-head radii: the first head's
+        amap, _ = attention_map(size, size, r, kernel)
+        ax.imshow(amap, cmap="viridis")
+        ax.set_title(f"{name}\nr={r:.2f}", fontsize=7)
         ax.set_xticks([]), ax.set_yticks([])
     fig.suptitle(f"{kernel} kernel: attention of the centre pixel", fontsize=9)
     fig.tight_layout()

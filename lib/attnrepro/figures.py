@@ -89,12 +89,8 @@ def attention_map(H: int, W: int, radius: float, kernel: str) -> tuple[np.ndarra
     except ImportError:
         explicit_attention_map = None
     if explicit_attention_map is not None:
-        try:
-            a = explicit_attention_map(H, W, torch.tensor([float(radius)]), kernel)
-        except (TypeError, AttributeError):
-            a = explicit_attention_map(H, W, float(radius), kernel)
-        a = a.detach().to("cpu", torch.float64).numpy() if hasattr(a, "detach") else np.asarray(a, dtype=float)
-        a = a.reshape(-1, H * W, H * W)[0]
+        a = explicit_attention_map(H, W, torch.tensor([float(radius)]), kernel)
+        a = a.detach().to("cpu", torch.float64).numpy().reshape(-1, H * W, H * W)[0]
         return a[centre].reshape(H, W), "attnrepro.modules"
     yy, xx = np.mgrid[0:H, 0:W]
     d = np.hypot(yy - H // 2, xx - W // 2)

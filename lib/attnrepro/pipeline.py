@@ -90,7 +90,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import yaml
 
-from ._io import atomic_write_text
+from ._io import atomic_write_text, read_json
 from .cli import UsageError, add_overrides
 from .config import KEYS, ConfigError, RunConfig, coerce, num_stages
 
@@ -394,13 +394,6 @@ def expand(ablations: Sequence[str], preset: str, overrides: Sequence[Sequence[s
     return runs
 
 
-def _read_json(path: Path) -> dict | None:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-
-
 def _write_json(path: Path, data: Any) -> None:
     atomic_write_text(path, json.dumps(data, indent=1, sort_keys=False, default=str) + "\n")
 
@@ -408,10 +401,10 @@ def _write_json(path: Path, data: Any) -> None:
 def run_state(run: Run) -> str:
     """``new`` (nothing there), ``finished`` (this config finished), ``failed`` (this config failed),
     ``stale`` (the folder holds another config), ``incomplete`` (this config, no final status)."""
-    m = _read_json(run.out_dir / "metrics.json")
+    m = read_json(run.out_dir / "metrics.json")
     h = run.config.hash()
     if m is None:
-        c = _read_json(run.out_dir / "config.json")
+        c = read_json(run.out_dir / "config.json")
         if c is None:
             return "new" if not any(run.out_dir.glob("*")) else "incomplete"
         return "incomplete" if c.get("config_hash") == h else "stale"
@@ -466,7 +459,7 @@ def _failure_reason(e: BaseException) -> str:
 def _record_failure(run: Run, reason: str, started: float) -> dict:
     """Write ``metrics.json`` with status failed unless the engine already wrote it for this config."""
     path = run.out_dir / "metrics.json"
-    m = _read_json(path)
+    m = read_json(path)
     h = run.config.hash()
     if m is not None and m.get("config_hash") == h and m.get("status") == "failed" and m.get("reason"):
         return m
@@ -511,7 +504,7 @@ def execute(run: Run, *, force: bool = False, kernel_name: str = KERNEL_NAME, st
                 raise
             _record_failure(run, _failure_reason(e), started)
             return {**summary, **_summary_of(run, "failed")}
-        m = _read_json(run.out_dir / "metrics.json")
+        m = read_json(run.out_dir / "metrics.json")
         if not m or m.get("status") != "finished" or m.get("config_hash") != run.config.hash():
             _record_failure(run, "the notebook finished without writing a finished metrics.json for this config",
                             started)
@@ -522,7 +515,7 @@ def execute(run: Run, *, force: bool = False, kernel_name: str = KERNEL_NAME, st
 
 
 def _summary_of(run: Run, status: str) -> dict:
-    m = _read_json(run.out_dir / "metrics.json") or {}
+    m = read_json(run.out_dir / "metrics.json") or {}
     final = m.get("final") or {}
     return {"status": status, "reason": m.get("reason") if status == "failed" else None,
             "val_top1": final.get("val_top1"), "wall_time_s": m.get("wall_time_s")}
