@@ -164,7 +164,7 @@ def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def _input_shape(input_size: int | Sequence[int], model: nn.Module | None = None) -> tuple[int, ...]:
+def _input_shape(input_size: int | Sequence[int]) -> tuple[int, ...]:
     if isinstance(input_size, int) and not isinstance(input_size, bool):
         return (1, 3, input_size, input_size)
     shape = tuple(int(s) for s in input_size)

@@ -25,6 +25,7 @@ from typing import Any, Iterable, Iterator, Sequence
 import torch.nn as nn
 from torchvision.models.resnet import BasicBlock, Bottleneck
 
+from ..modules.explicit import conv_out_size
 from ..modules.factory import CONV_KINDS, create_conv, create_gate
 from .cifar import CifarBasicBlock, WideBasicBlock
 
@@ -73,7 +74,7 @@ def check_stages(name: str, stages: Iterable[int]) -> list[int]:
 
 def _down(side: int) -> int:
     # output side of a stride-2 conv/pool with "same" padding (3x3 pad 1, 1x1 pad 0, 7x7 pad 3): ceil(side / 2)
-    return (side + 1) // 2
+    return conv_out_size(side, 3, 2)
 
 
 def stage_sides(name: str, input_size: int) -> list[tuple[int, int]]:
@@ -94,7 +95,7 @@ def stage_sides(name: str, input_size: int) -> list[tuple[int, int]]:
 def attention_side(block_input_side: int, stride: int) -> int:
     """Side of the map a conv-replacing layer attends over: its output side, ``ceil(input / stride)``
     (a 3x3 conv with padding 1; the layers average-pool their input to that size when strided)."""
-    return (block_input_side - 1) // stride + 1
+    return conv_out_size(block_input_side, 3, stride)
 
 
 def _stages_of(model: nn.Module) -> list[nn.Sequential]:

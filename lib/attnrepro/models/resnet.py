@@ -35,14 +35,10 @@ def default_input_size(name: str) -> int:
     return 224 if name in IMAGENET_NAMES else 32
 
 
-def _attention_kinds() -> tuple[str, ...]:
-    return tuple(ATTENTION_KINDS)
-
-
 def _normalise_attention(attention: str | None) -> str | None:
     if attention is None or attention == "none":
         return None
-    kinds = _attention_kinds()
+    kinds = ATTENTION_KINDS
     if attention not in kinds:
         raise ValueError(f"unknown attention {attention!r}; choose one of: none, {', '.join(kinds)}")
     return attention
@@ -63,7 +59,7 @@ def _check_kwargs(kind: str | None, kwargs: dict[str, Any]) -> None:
         return
     if kind is None:
         raise ValueError(f"attention keyword arguments {sorted(kwargs)} were given without an attention kind; "
-                         f"choose attention from: {', '.join(_attention_kinds())}")
+                         f"choose attention from: {', '.join(ATTENTION_KINDS)}")
     accepted = tuple(ACCEPTED_KWARGS[kind])
     for k in kwargs:
         if k not in accepted:

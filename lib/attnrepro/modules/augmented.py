@@ -24,8 +24,8 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from .explicit import _check_conv_args, attention_input
-from .functional import aa_attention, attention_channels
+from .explicit import _check_conv_args, attention_input, concat_conv
+from .functional import _check_positive_ints, aa_attention, attention_channels
 
 __all__ = ["AAConv2d"]
 
@@ -51,8 +51,7 @@ class AAConv2d(nn.Module):
                  max_size: int = 32):
         super().__init__()
         _check_conv_args(in_channels, out_channels, kernel_size, stride)
-        if int(max_size) != max_size or max_size < 1:
-            raise ValueError(f"max_size={max_size!r} is not valid; it must be an integer >= 1")
+        _check_positive_ints(max_size=max_size)
         self.heads, self.dk, self.dv = attention_channels(out_channels, heads, upsilon, kappa)
         self.in_channels, self.out_channels = in_channels, out_channels
         self.kernel_size, self.stride, self.relative, self.max_size = kernel_size, stride, relative, max_size
@@ -69,35 +68,30 @@ class AAConv2d(nn.Module):
             self.register_parameter("rel_h", None)
             self.register_parameter("rel_w", None)
 
-    def tables(self, H: int, W: int):
-        """The relative tables sliced for an ``H x W`` attention input: ``(2H-1, dkh)``, ``(2W-1, dkh)``."""
+    def _check_size(self, H: int, W: int) -> None:
         if H > self.max_size or W > self.max_size:
             raise ValueError(f"input feature map {H}x{W} is larger than max_size={self.max_size} of this AAConv2d; "
                              f"build the layer with max_size >= {max(H, W)}")
+
+    def tables(self, H: int, W: int):
+        """The relative tables sliced for an ``H x W`` attention input: ``(2H-1, dkh)``, ``(2W-1, dkh)``."""
+        self._check_size(H, W)
         c = self.max_size - 1
         return self.rel_h[c - H + 1:c + H], self.rel_w[c - W + 1:c + W]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         xa = attention_input(x, self.kernel_size, self.stride)
         B, _, H, W = xa.shape
-        if self.relative:
-            rel_h, rel_w = self.tables(H, W)
-        elif H > self.max_size or W > self.max_size:
-            self.tables(H, W)  # same error for all layers
+        self._check_size(H, W)  # with or without relative tables: the same limit for every layer
         qkv = self.qkv(xa).reshape(B, 2 * self.dk + self.dv, H * W)
         q, k, v = qkv.split([self.dk, self.dk, self.dv], dim=1)
         q = q.reshape(B, self.heads, self.dkh, H * W).transpose(-1, -2) * self.dkh ** -0.5
         k = k.reshape(B, self.heads, self.dkh, H * W).transpose(-1, -2)
         v = v.reshape(B, self.heads, self.dv // self.heads, H * W).transpose(-1, -2)
-        if self.relative:
-            o = aa_attention(q, k, v, rel_h, rel_w, H, W)
-        else:
-            o = aa_attention(q, k, v)
+        rel_h, rel_w = self.tables(H, W) if self.relative else (None, None)
+        o = aa_attention(q, k, v, rel_h, rel_w, H, W)
         # (B, heads, HW, dvh) -> (B, heads, dvh, HW) -> channels h * dvh + c: the same order v was split in
-        o = self.proj(o.transpose(-1, -2).reshape(B, self.dv, H, W))
-        if self.conv is None:
-            return o
-        return torch.cat([self.conv(x), o], dim=1)
+        return concat_conv(self.conv, x, self.proj(o.transpose(-1, -2).reshape(B, self.dv, H, W)))
 
     def extra_repr(self) -> str:
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "

@@ -24,7 +24,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .explicit import _check_conv_args
-from .functional import aw_conv2d
+from .functional import _check_positive_ints, aw_conv2d
 
 __all__ = ["AWConv2d"]
 
@@ -45,9 +45,7 @@ class AWConv2d(nn.Module):
                  reduction: int = 16, maps: int = 8):
         super().__init__()
         _check_conv_args(in_channels, out_channels, kernel_size, stride)
-        for name, val in (("reduction", reduction), ("maps", maps)):
-            if int(val) != val or val < 1:
-                raise ValueError(f"{name}={val!r} is not valid; it must be an integer >= 1")
+        _check_positive_ints(reduction=reduction, maps=maps)
         self.in_channels, self.out_channels = in_channels, out_channels
         self.kernel_size, self.stride, self.padding = kernel_size, stride, kernel_size // 2
         self.maps = min(maps, out_channels)

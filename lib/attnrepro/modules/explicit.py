@@ -23,7 +23,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .functional import KERNELS, attention_channels, explicit_attention, explicit_attention_map
+from .functional import (_check_kernel, _check_positive_ints, attention_channels, explicit_attention,
+                         explicit_attention_map)
 
 __all__ = ["ExpAttConv2d"]
 
@@ -45,10 +46,13 @@ def attention_input(x: torch.Tensor, kernel_size: int, stride: int) -> torch.Ten
 
 
 def _check_conv_args(in_channels, out_channels, kernel_size, stride):
-    for name, val in (("in_channels", in_channels), ("out_channels", out_channels), ("kernel_size", kernel_size),
-                      ("stride", stride)):
-        if int(val) != val or val < 1:
-            raise ValueError(f"{name}={val!r} is not valid; it must be an integer >= 1")
+    _check_positive_ints(in_channels=in_channels, out_channels=out_channels, kernel_size=kernel_size, stride=stride)
+
+
+def concat_conv(conv: nn.Module | None, x: torch.Tensor, o: torch.Tensor) -> torch.Tensor:
+    """The layer output of an attention-augmented conv: the conv part of ``x`` (if the layer has one) concatenated
+    with the attention part ``o`` along channels."""
+    return o if conv is None else torch.cat([conv(x), o], dim=1)
 
 
 class ExpAttConv2d(nn.Module):
@@ -72,8 +76,7 @@ class ExpAttConv2d(nn.Module):
                  learn_radius: bool = True, radius_per_head: bool = False):
         super().__init__()
         _check_conv_args(in_channels, out_channels, kernel_size, stride)
-        if kernel not in KERNELS:
-            raise ValueError(f"kernel={kernel!r} is not valid; choose one of: {', '.join(KERNELS)}")
+        _check_kernel(kernel)
         if not (isinstance(radius_init, (int, float)) and math.isfinite(radius_init) and radius_init > 0):
             raise ValueError(f"radius_init={radius_init!r} is not valid; it must be a finite number > 0")
         self.heads, _, self.dv = attention_channels(out_channels, heads, upsilon)
@@ -120,10 +123,7 @@ class ExpAttConv2d(nn.Module):
         B, _, H, W = xa.shape
         v = self.value(xa).reshape(B, self.heads, self.dv // self.heads, H, W)
         o = explicit_attention(v, self.radius, self.kernel, attn_map=self._attn_map(H, W, v))
-        o = self.proj(o.reshape(B, self.dv, H, W))
-        if self.conv is None:
-            return o
-        return torch.cat([self.conv(x), o], dim=1)
+        return concat_conv(self.conv, x, self.proj(o.reshape(B, self.dv, H, W)))
 
     def extra_repr(self) -> str:
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "

@@ -32,6 +32,13 @@ KERNELS = ("gaussian", "laplacian", "cauchy", "uniform")
 
 
 # ---------------------------------------------------------------------------------------------------------- helpers
+def _check_positive_ints(**named) -> None:
+    """Raise ValueError for the first ``name=value`` that is not an integer >= 1."""
+    for name, val in named.items():
+        if int(val) != val or val < 1:
+            raise ValueError(f"{name}={val!r} is not valid; it must be an integer >= 1")
+
+
 def attention_channels(out_channels: int, heads: int, upsilon: float, kappa: float | None = None
                        ) -> tuple[int, int, int]:
     """Heads and channel depths of an attention-augmented layer: ``(heads_eff, d_k, d_v)``.
@@ -47,10 +54,7 @@ def attention_channels(out_channels: int, heads: int, upsilon: float, kappa: flo
         ValueError: ``out_channels < 1``, ``heads < 1``, ``upsilon`` or ``kappa`` outside (0, 1], or a value depth
             larger than ``out_channels``.
     """
-    if int(out_channels) != out_channels or out_channels < 1:
-        raise ValueError(f"out_channels={out_channels!r} is not valid; it must be an integer >= 1")
-    if int(heads) != heads or heads < 1:
-        raise ValueError(f"heads={heads!r} is not valid; it must be an integer >= 1")
+    _check_positive_ints(out_channels=out_channels, heads=heads)
     for name, frac in (("upsilon", upsilon), ("kappa", kappa)):
         if frac is not None and not 0.0 < frac <= 1.0:
             raise ValueError(f"{name}={frac!r} is out of range; it must be in (0, 1]")
@@ -434,7 +438,7 @@ def aw_conv2d(x: torch.Tensor, weight: torch.Tensor, attn: torch.Tensor, bias: t
         bias: ``(C_out,)`` or None; stride, padding, dilation: as :func:`torch.nn.functional.conv2d`.
     """
     B, C_in, C_out, m = _check_aw(x, weight, attn)
-    if m == C_out or C_out % m == 0:
+    if C_out % m == 0:
         # map j serves the C_out // m consecutive output channels j * C_out // m ...: a broadcast, no gather
         w = weight.view(1, m, C_out // m, *weight.shape[1:]) * (1.0 + attn).unsqueeze(2)
         w = w.reshape(B * C_out, *weight.shape[1:])

@@ -16,13 +16,13 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .functional import _check_positive_ints
+
 __all__ = ["SqueezeExcite", "SE", "CBAM"]
 
 
 def _check(channels, reduction):
-    for name, val in (("channels", channels), ("reduction", reduction)):
-        if int(val) != val or val < 1:
-            raise ValueError(f"{name}={val!r} is not valid; it must be an integer >= 1")
+    _check_positive_ints(channels=channels, reduction=reduction)
     return max(channels // reduction, 1)
 
 
