@@ -90,6 +90,10 @@ def train(cfg: RunConfig, out_dir: str | Path, *, nproc_per_node: int = 1, torch
 
 
 # ---------------------------------------------------------------------------- the notebooks' source
+#: options every ablation notebook has, and the figure every one draws first
+_RUN_OPTIONS = ["out_dir", "nproc_per_node", "torchrun_args", "compare_siblings"]
+_CURVES = "ap.plot_curves(out_dir, siblings=compare_siblings);"
+
 #: ablation -> (title, what it shows, run-config defaults that differ from RunConfig's, options used, figure code)
 ABLATION_NOTEBOOKS: dict[str, dict[str, Any]] = {
     "kernel": {
@@ -97,36 +101,32 @@ ABLATION_NOTEBOOKS: dict[str, dict[str, Any]] = {
         "about": "ExpAtt with the `gaussian`, `laplacian`, `cauchy` or `uniform` kernel (`kernel`). The figures show "
                  "the training curves and each layer's attention map for the centre pixel at its learned radius.",
         "defaults": {"attention": "expatt"},
-        "options": ["out_dir", "nproc_per_node", "torchrun_args", "compare_siblings", "map_size"],
-        "figures": ["ap.plot_curves(out_dir, siblings=compare_siblings);",
-                    "ap.plot_kernel_maps(out_dir, size=map_size);"],
+        "options": [*_RUN_OPTIONS, "map_size"],
+        "figures": [_CURVES, "ap.plot_kernel_maps(out_dir, size=map_size);"],
     },
     "radius_init": {
         "title": "ExpAtt: initial radius, learned or frozen",
         "about": "ExpAtt (Gaussian) with `radius_init` (feature-map pixels) and `learn_radius`. The figures show the "
                  "training curves and the radius of every ExpAtt layer over training.",
         "defaults": {"attention": "expatt"},
-        "options": ["out_dir", "nproc_per_node", "torchrun_args", "compare_siblings"],
-        "figures": ["ap.plot_curves(out_dir, siblings=compare_siblings);",
-                    "ap.plot_radii(out_dir, siblings=compare_siblings);"],
+        "options": _RUN_OPTIONS,
+        "figures": [_CURVES, "ap.plot_radii(out_dir, siblings=compare_siblings);"],
     },
     "placement": {
         "title": "ExpAtt: in which stages?",
         "about": "ExpAtt in each single stage, in the last two and in all (`stages`), against no attention. The "
                  "figures show the training curves and top-1 accuracy against the MACs the attention adds.",
         "defaults": {"attention": "expatt"},
-        "options": ["out_dir", "nproc_per_node", "torchrun_args", "compare_siblings"],
-        "figures": ["ap.plot_curves(out_dir, siblings=compare_siblings);",
-                    "ap.plot_accuracy_vs_macs(out_dir, siblings=compare_siblings);"],
+        "options": _RUN_OPTIONS,
+        "figures": [_CURVES, "ap.plot_accuracy_vs_macs(out_dir, siblings=compare_siblings);"],
     },
     "baseline": {
         "title": "Attention modules at the same depth and recipe",
         "about": "No attention, SE, CBAM, AA, AW-convolution and ExpAtt (`attention`) on one backbone and one "
                  "recipe. The figures show the training curves and accuracy, parameters and MACs per module.",
         "defaults": {},
-        "options": ["out_dir", "nproc_per_node", "torchrun_args", "compare_siblings"],
-        "figures": ["ap.plot_curves(out_dir, siblings=compare_siblings);",
-                    "ap.plot_cost_accuracy(out_dir, siblings=compare_siblings);"],
+        "options": _RUN_OPTIONS,
+        "figures": [_CURVES, "ap.plot_cost_accuracy(out_dir, siblings=compare_siblings);"],
     },
 }
 
