@@ -14,6 +14,12 @@ radius ``r = exp(s)``, ``s`` initialised to ``log(radius_init)``, one per layer 
 parameter") or one per head, learnable or frozen; kernels other than the Gaussian are ablations. With stride > 1
 the attention runs on the average-pooled input (as AA's does). Narrow layers reduce their heads, see
 :func:`~attnrepro.modules.functional.attention_channels`.
+
+Speed (this suite's, exact): in training mode the layer runs *folded*. Because the map only mixes positions and its
+rows sum to 1, ``W_O A (W_V X) + b = A (W_O W_V X) + b``, and ``W_O W_V`` sits in the conv's kernel as ``d_v`` extra
+output channels, so one convolution replaces three (conv part, ``W_V``, ``W_O``). The parameters stay those of the
+layer as defined; eval mode runs the definition, which is what ``attnrepro.flops`` counts. ``layer.fold`` (None,
+True, False) overrides the choice; the tests compare both paths, values and gradients.
 """
 from __future__ import annotations
 
@@ -94,6 +100,7 @@ class ExpAttConv2d(nn.Module):
         else:
             self.register_buffer("log_radius", s)
         self._map_cache = None
+        self.fold: bool | None = None  # None: folded in training mode only (see forward)
 
     @property
     def radius(self) -> torch.Tensor:
@@ -102,28 +109,74 @@ class ExpAttConv2d(nn.Module):
 
     def _attn_map(self, H: int, W: int, x: torch.Tensor):
         """Dense map for the non-factorised kernels, cached while ``s`` cannot change under it: no gradient flows
-        to ``s`` (frozen, or grad disabled) and ``s`` is the same tensor at the same version (any in-place update,
-        e.g. an optimizer step or ``load_state_dict``, bumps the version and rebuilds the map)."""
+        to ``s`` (frozen, or grad disabled). The cache is keyed on the *values* of ``s`` (and size, device,
+        dtype), so any change of the radius -- an optimizer step, ``load_state_dict``, or a write through
+        ``.data`` that bumps no version counter -- rebuilds the map."""
         if self.kernel in ("gaussian", "uniform"):
             return None
         s = self.log_radius
         if s.requires_grad and torch.is_grad_enabled():
             return None
-        key = (H, W, x.device, x.dtype, s._version)
+        key = (H, W, str(x.device), x.dtype, tuple(s.detach().float().cpu().tolist()))
         c = self._map_cache
-        if c is not None and c[0] is s and c[1] == key:
-            return c[2]
+        if c is not None and c[0] == key:
+            return c[1]
         with torch.no_grad():
-            A = explicit_attention_map(H, W, s.exp(), self.kernel).to(x.dtype)
-        self._map_cache = (s, key, A)
+            A = explicit_attention_map(H, W, s.detach().exp(), self.kernel).to(x.dtype)
+        self._map_cache = (key, A)
         return A
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def _fold_taps(self, H: int, W: int) -> int | None:
+        """How the attention's 1x1 input projection sits inside the conv's ``k x k`` kernel, or None when it cannot.
+
+        Stride 1: the 1x1 conv is the kernel's centre tap. Stride ``s`` > 1 on even sides: the attention reads the
+        ``s x s`` average-pooled input, which is the kernel's taps ``[p, p + s)`` (``p = k // 2``) each weighted
+        ``1/s^2``; that needs ``p + s <= k``. Odd sides are pooled adaptively and are not folded."""
+        k, st, p = self.kernel_size, self.stride, self.kernel_size // 2
+        if st == 1:
+            return 1
+        if H % st == 0 and W % st == 0 and p + st <= k:
+            return st
+        return None
+
+    def _forward_folded(self, x: torch.Tensor, taps: int) -> torch.Tensor:
+        """The same function as :meth:`_forward_reference`, computed with one convolution instead of three.
+
+        The attention map mixes positions only and every row sums to 1, so with one map for all heads it commutes
+        with any 1x1 channel mix: ``W_O (A (W_V X)) + b_O = A ((W_O W_V) X) + b_O``. ``W_O W_V`` (a ``d_v x C_in``
+        matrix) is placed in the conv's kernel as extra output channels (see :meth:`_fold_taps`), so one conv gives
+        the conv part and the attention's input. With one radius per head the map differs between heads and only
+        ``W_V`` is folded; ``W_O`` stays a 1x1 conv after the attention. Parameters, and so their gradients, are
+        the unfolded layer's: the fold is recomputed from them at every call."""
+        k, p, dv = self.kernel_size, self.kernel_size // 2, self.dv
+        fold_proj = self.log_radius.numel() == 1
+        wv = self.value.weight.flatten(1)                                    # (dv, C_in)
+        w1 = self.proj.weight.flatten(1) @ wv if fold_proj else wv
+        w_att = w1.new_zeros(dv, self.in_channels, k, k)
+        w_att[:, :, p:p + taps, p:p + taps] = (w1 / (taps * taps))[:, :, None, None]
+        weight = w_att if self.conv is None else torch.cat([self.conv.weight, w_att], dim=0)
+        y = F.conv2d(x, weight, None, self.stride, p)
+        B, _, H, W = y.shape
+        v = y[:, y.shape[1] - dv:].reshape(B, self.heads, dv // self.heads, H, W)
+        o = explicit_attention(v, self.radius, self.kernel, attn_map=self._attn_map(H, W, v)).reshape(B, dv, H, W)
+        o = o + self.proj.bias.view(1, dv, 1, 1) if fold_proj else self.proj(o)
+        return o if self.conv is None else torch.cat([y[:, :y.shape[1] - dv], o], dim=1)
+
+    def _forward_reference(self, x: torch.Tensor) -> torch.Tensor:
+        """The layer as defined: conv part; ``W_V`` on the (pooled) input, attention per head, ``W_O``; concat."""
         xa = attention_input(x, self.kernel_size, self.stride)
         B, _, H, W = xa.shape
         v = self.value(xa).reshape(B, self.heads, self.dv // self.heads, H, W)
         o = explicit_attention(v, self.radius, self.kernel, attn_map=self._attn_map(H, W, v))
         return concat_conv(self.conv, x, self.proj(o.reshape(B, self.dv, H, W)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # Folded (one conv) in training, where it saves two small convs and their backward passes; as defined in
+        # eval, so that op counters (attnrepro.flops counts in eval mode) see the layer the paper describes.
+        fold = self.fold if self.fold is not None else self.training
+        H, W = x.shape[-2:]
+        taps = self._fold_taps(H, W) if fold else None
+        return self._forward_reference(x) if taps is None else self._forward_folded(x, taps)
 
     def extra_repr(self) -> str:
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
