@@ -7,6 +7,7 @@ so in words). Nothing here reads files or computes statistics beyond what it plo
 - :func:`accuracy_curves`: validation top-1 per epoch, mean over seeds with its 95% t band, one line per variant.
 - :func:`accuracy_vs_cost`: final top-1 (mean, 95% CI) against MACs per image, one point per variant.
 - :func:`accuracy_by_variant`: final top-1 (mean, 95% CI) per variant, e.g. per placement.
+- :func:`paired_deltas`: every variant's paired delta to its reference with its interval (the findings).
 - :func:`radius_over_training`: learned ExpAtt radius per layer over epochs (epoch 0: the initial radius).
 - :func:`attention_maps`: explicit attention maps at given radii as a row of heatmaps (the map of the centre query).
 - :func:`kernel_shapes`: the distance kernels ``k(d; r)`` of the kernel ablation.
@@ -26,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 __all__ = ["KERNELS", "kernel_value", "attention_map", "feature_size", "accuracy_curves", "accuracy_vs_cost",
-           "accuracy_by_variant", "radius_over_training", "attention_maps", "kernel_shapes", "to_png"]
+           "accuracy_by_variant", "paired_deltas", "radius_over_training", "attention_maps", "kernel_shapes", "to_png"]
 
 KERNELS = ("gaussian", "laplacian", "cauchy", "uniform")
 _DATASET_SIZE = {"fashion_mnist": 28, "cifar10": 32, "cifar100": 32, "synthetic": 32}
@@ -209,6 +210,32 @@ def accuracy_by_variant(table: pd.DataFrame, title: str | None = None, xlabel: s
     fig.tight_layout()
     return fig
 
+
+
+def paired_deltas(comparisons: pd.DataFrame, title: str | None = None):
+    """Every variant's paired delta to its ablation's reference (point) with its 95% t interval, one row per
+    variant grouped by ablation, a line at 0: the findings at a glance. ``comparisons`` is
+    :func:`attnrepro.findings.comparisons`; rows without an interval are drawn as points only."""
+    df = comparisons[comparisons["delta"].notna()] if len(comparisons) else comparisons
+    if df.empty:
+        return None
+    plt, sns = _plt()
+    fig, ax = plt.subplots(figsize=(7.0, 0.32 * len(df) + 1.2))
+    colours = {"above": "#1a7f37", "below": "#cf222e"}
+    y = np.arange(len(df))[::-1]
+    lo = (df["delta"] - df["delta_low"]).to_numpy(dtype=float)
+    hi = (df["delta_high"] - df["delta"]).to_numpy(dtype=float)
+    err = np.nan_to_num(np.vstack([lo, hi]), nan=0.0)
+    for i, (yi, row) in enumerate(zip(y, df.itertuples())):
+        c = colours.get(row.verdict, "0.35")
+        ax.errorbar(row.delta, yi, xerr=err[:, [i]], fmt="o", color=c, ecolor=c, capsize=3, ms=4)
+    ax.axvline(0.0, color="0.2", lw=0.8)
+    ax.set_yticks(y, [f"{a}: {v} vs {r}" for a, v, r in zip(df["ablation"], df["variant"], df["reference"])],
+                  fontsize=8)
+    ax.set_xlabel("paired Δ top-1 (percentage points), 95% t interval")
+    ax.set_title(title or "each variant minus its ablation's reference (green: above 0, red: below 0)")
+    fig.tight_layout()
+    return fig
 
 # ------------------------------------------------------------------------------------------------ radius figures
 def radius_over_training(radii: pd.DataFrame, ablation: str, title: str | None = None, max_cols: int = 4):

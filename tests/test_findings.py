@@ -1,0 +1,96 @@
+"""attnrepro.findings: the verdict rule, the per-ablation findings, the README block."""
+import math
+
+import pandas as pd
+import pytest
+
+from attnrepro import figures, findings
+
+
+def table(ref: str, ref_mean: float, rows: list[tuple[str, float, float, float]], n: int = 5) -> pd.DataFrame:
+    """An ablation table as results.ablation_table gives it: rows are (variant, mean, delta_low, delta_high)."""
+    recs = [{"variant": ref, "is_reference": True, "n": n, "mean": ref_mean, "half": 0.3, "n_pairs": n,
+             "delta": 0.0, "delta_low": math.nan, "delta_high": math.nan, "delta_half": math.nan}]
+    for v, mean, lo, hi in rows:
+        recs.append({"variant": v, "is_reference": False, "n": n, "mean": mean, "half": 0.4, "n_pairs": n,
+                     "delta": (lo + hi) / 2, "delta_low": lo, "delta_high": hi, "delta_half": (hi - lo) / 2})
+    return pd.DataFrame(recs)
+
+
+@pytest.mark.parametrize("low,high,n,want", [
+    (0.1, 0.5, 5, "above"), (-0.5, -0.1, 5, "below"), (-0.1, 0.3, 5, "unresolved"), (0.0, 0.4, 5, "unresolved"),
+    (-0.4, 0.0, 5, "unresolved"), (0.2, 0.6, 1, "no pairs"), (math.nan, math.nan, 0, "no pairs"),
+])
+def test_verdict(low, high, n, want):
+    assert findings.verdict(low, high, n) == want
+
+
+def test_best_variant_resolved_above_the_reference():
+    t = {"kernel": table("gaussian", 90.0, [("laplacian", 91.0, 0.4, 1.6), ("uniform", 89.0, -1.5, -0.5),
+                                           ("cauchy", 90.1, -0.3, 0.5)])}
+    f = findings.findings(t).iloc[0]
+    assert f["best"] == "laplacian" and f["best_resolved"]
+    assert f["above"] == "laplacian" and f["below"] == "uniform" and f["unresolved"] == "cauchy"
+    assert f["best_delta"] == pytest.approx(1.0) and f["best_low"] == pytest.approx(0.4)
+    assert f["median_half"] == pytest.approx(0.5)          # halves 0.6, 0.5, 0.4
+    assert "best: laplacian +1.00 [+0.40, +1.60] points, resolved above the reference" in f["finding"]
+
+
+def test_best_variant_not_resolved_when_its_interval_holds_zero():
+    t = {"kernel": table("gaussian", 90.0, [("laplacian", 90.5, -0.2, 1.2), ("uniform", 89.0, -1.5, -0.5)])}
+    f = findings.findings(t).iloc[0]
+    assert f["best"] == "laplacian" and not f["best_resolved"]
+    assert "not resolved from the reference" in f["finding"]
+
+
+@pytest.mark.parametrize("other_high,resolved", [(-0.1, True), (0.2, False)])
+def test_reference_best_is_resolved_only_when_every_other_variant_is_below(other_high, resolved):
+    t = {"baseline": table("none", 92.0, [("se", 91.0, -1.6, -0.4), ("aa", 91.8, -0.9, other_high)])}
+    f = findings.findings(t).iloc[0]
+    assert f["best"] == "none" and bool(f["best_resolved"]) is resolved
+
+
+def test_comparisons_and_median_half_span_all_ablations():
+    t = {"baseline": table("none", 92.0, [("se", 92.5, 0.1, 0.9)]),
+         "kernel": table("gaussian", 90.0, [("uniform", 89.0, -1.6, -0.4), ("cauchy", 90.0, -1.0, 1.0)])}
+    c = findings.comparisons(t)
+    assert list(c["ablation"]) == ["kernel", "kernel", "baseline"]   # the report's order
+    assert list(c["verdict"]) == ["below", "unresolved", "above"]
+    assert findings.median_half(t) == pytest.approx(0.6)           # halves 0.6, 1.0, 0.4
+
+
+def test_markdown_carries_the_table_numbers():
+    t = {"kernel": table("gaussian", 90.0, [("uniform", 88.5, -2.0, -1.0)])}
+    md = findings.findings_markdown(t, "cpu", figure="reports/cpu/figures/findings-deltas.png", command="make x")
+    assert "| uniform | 88.50 ± 0.40 | -1.50 [-2.00, -1.00] | 5 | below |" in md
+    assert "| gaussian (reference) | 90.00 ± 0.30 | — | 5 | — |" in md
+    assert "`make x`" in md and "](reports/cpu/figures/findings-deltas.png)" in md
+
+
+def test_update_readme_replaces_only_the_block(tmp_path):
+    start, end = findings.README_START.format(preset="cpu"), findings.README_END.format(preset="cpu")
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# title\n\nbefore\n{start}\nold text\n{end}\nafter\n")
+    assert findings.update_readme(readme, "cpu", "new body\n")
+    assert readme.read_text() == f"# title\n\nbefore\n{start}\nnew body\n{end}\nafter\n"
+    assert not findings.update_readme(readme, "cpu", "new body\n")       # idempotent
+    assert findings.readme_block(readme, "cpu") == "new body\n"
+    with pytest.raises(ValueError, match="no findings block for preset 'smoke'"):
+        findings.update_readme(readme, "smoke", "x\n")
+
+
+def test_read_tables_round_trip(tmp_path):
+    t = table("gaussian", 90.0, [("uniform", 88.5, -2.0, -1.0)])
+    t.to_csv(tmp_path / "kernel.csv", index=False)
+    pd.DataFrame({"claim": ["x"]}).to_csv(tmp_path / "claims.csv", index=False)
+    got = findings.read_tables(tmp_path)
+    assert list(got) == ["kernel"]
+    assert findings.findings(got).iloc[0]["below"] == "uniform"
+
+
+def test_paired_deltas_figure():
+    t = {"kernel": table("gaussian", 90.0, [("uniform", 88.5, -2.0, -1.0), ("cauchy", 90.2, -0.5, 0.9)])}
+    fig = figures.paired_deltas(findings.comparisons(t))
+    assert fig is not None and len(fig.axes[0].get_yticklabels()) == 2
+    figures.to_png(fig)
+    assert figures.paired_deltas(findings.comparisons({})) is None
