@@ -1,7 +1,9 @@
 """attnrepro.config: one vocabulary with types, defaults, choices; clear errors."""
 import pytest
 
-from attnrepro.config import KEYS, ConfigError, RunConfig, coerce, describe
+import dataclasses
+
+from attnrepro.config import _NOT_HASHED, KEYS, ConfigError, RunConfig, coerce, describe
 
 
 def test_strings_are_coerced_to_the_declared_types():
@@ -43,6 +45,65 @@ def test_hash_ignores_where_but_not_what():
     assert a.hash() == RunConfig(data_dir="/somewhere", num_workers=1, device="cpu").hash()
     assert a.hash() != a.replace(lr=0.2).hash() and a.hash() != a.replace(seed=1).hash()
     assert len(a.hash()) == 16
+
+
+def other_value(key: str, cfg: RunConfig):
+    """A valid value of ``key`` other than ``cfg``'s (checked by validation)."""
+    f = next(f for f in dataclasses.fields(RunConfig) if f.name == key)
+    v, meta = getattr(cfg, key), f.metadata
+    if meta.get("choices"):
+        candidates = [c for c in meta["choices"] if c != v]
+    elif isinstance(v, bool):
+        candidates = [not v]
+    elif key == "stages":
+        candidates = [[1], [2, 3]]
+    elif isinstance(v, int):
+        candidates = [v + 1, v - 1]
+    elif isinstance(v, float):
+        candidates = [v / 2, v + 0.1, v * 2]
+    else:   # free strings and None (data_dir)
+        candidates = ["elsewhere"]
+    for c in candidates:
+        try:
+            new = cfg.replace(**{key: c})
+        except ConfigError:
+            continue
+        if getattr(new, key) != v:
+            return new
+    raise AssertionError(f"no other valid value for {key}")
+
+
+@pytest.mark.parametrize("key", KEYS)
+def test_every_hashed_key_changes_the_hash_and_no_other_does(key):
+    """A key left out of the hash serves a run from the cache for a different config (e.g. max_steps: a truncated
+    run passed off as the full one); a location in the hash re-runs what is already there."""
+    cfg = RunConfig()
+    changed = other_value(key, cfg)
+    if key in _NOT_HASHED:
+        assert changed.hash() == cfg.hash()
+    else:
+        assert changed.hash() != cfg.hash(), key
+
+
+def test_not_hashed_are_only_where_and_how_many():
+    assert _NOT_HASHED == {"data_dir", "num_workers", "device"}
+
+
+def test_attention_kinds_combinations_and_key_depth():
+    for kind in ("aw+se", "aw+cbam", "aa+se"):
+        assert RunConfig.from_dict(attention=kind).attention == kind
+    for bad in ("se+cbam", "aa+aw", "aw+aw", "se+aw"):
+        with pytest.raises(ConfigError, match=r"attention=.*choose one of: none, .*aw\+se, aw\+cbam"):
+            RunConfig.from_dict(attention=bad)
+    assert RunConfig().min_key_dims == 20 and RunConfig.from_dict(min_key_dims="0").min_key_dims == 0
+    with pytest.raises(ConfigError, match="min_key_dims=-1 .*>= 0"):
+        RunConfig.from_dict(min_key_dims=-1)
+    assert RunConfig.from_dict(kappa=1.5).kappa == 1.5            # d_k may exceed F_out
+    with pytest.raises(ConfigError, match="kappa=0.0 .*> 0"):
+        RunConfig.from_dict(kappa=0.0)
+    with pytest.raises(ConfigError, match="upsilon=1.5 .*<= 1"):
+        RunConfig.from_dict(upsilon=1.5)
+    assert "20" in next(r for r in describe() if r["key"] == "min_key_dims")["help"]
 
 
 def test_round_trip_and_describe():

@@ -26,7 +26,9 @@ class ConfigError(ValueError):
 DATASETS = ("fashion_mnist", "cifar10", "cifar100", "imagefolder", "synthetic")
 MODELS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152",
           "resnet20", "resnet32", "resnet56", "resnet110", "wrn28_10")
-ATTENTIONS = ("none", "expatt", "aa", "aw", "se", "cbam")
+# "none", the layer kinds, and a conv kind with a gate (attnrepro.modules.factory.MODEL_KINDS; a test keeps them equal)
+ATTENTIONS = ("none", "expatt", "aa", "aw", "se", "cbam",
+              "expatt+se", "expatt+cbam", "aa+se", "aa+cbam", "aw+se", "aw+cbam")
 KERNELS = ("gaussian", "laplacian", "cauchy", "uniform")
 SCHEDULES = ("cosine", "expatt", "aa", "constant")
 DEVICES = ("auto", "cpu", "cuda")
@@ -60,18 +62,24 @@ class RunConfig:
     model: str = _f("resnet20", "backbone", MODELS)
     width: float = _f(1.0, "multiplier on every stage's channel count (CIFAR nets and WRN; 1.0 = the paper's)",
                       low=0.0, low_open=True)
-    attention: str = _f("none", "attention module added to the backbone", ATTENTIONS)
-    stages: list[int] | None = _f(None, "stages that get the attention, 1-based, e.g. [3, 4]; None: the paper's default")
+    attention: str = _f("none", "attention module added to the backbone; 'aw+se' etc.: a conv kind and a gate, each "
+                                "where it sits alone", ATTENTIONS)
+    stages: list[int] | None = _f(None, "stages that get the attention, 1-based, e.g. [3, 4] (every part of a "
+                                        "combination); None: each module's paper default")
     kernel: str = _f("gaussian", "expatt: distance kernel of the attention map", KERNELS)
     radius_init: float = _f(2.0, "expatt: initial radius in feature-map pixels", low=0.0, low_open=True)
     learn_radius: bool = _f(True, "expatt: learn the radius (False: frozen at radius_init)")
     radius_per_head: bool = _f(False, "expatt: one radius per head instead of one per layer")
     heads: int = _f(8, "expatt/aa: attention heads (reduced for narrow layers, see the modules)", low=1)
-    kappa: float = _f(0.2, "aa: key depth as a fraction of the output channels", low=0.0, high=1.0, low_open=True)
+    kappa: float = _f(0.2, "aa: key depth as a fraction of the output channels (may exceed 1)", low=0.0,
+                      low_open=True)
+    min_key_dims: int = _f(20, "aa: at least this many key channels per head, d_k = heads * max(min_key_dims, "
+                               "round(kappa * F_out / heads)) (the AA paper's 20); 0: kappa alone", low=0)
     upsilon: float = _f(0.1, "expatt/aa: value depth (attention channels) as a fraction of the output channels",
                         low=0.0, high=1.0, low_open=True)
     relative: bool = _f(True, "aa: relative position logits")
-    reduction: int = _f(16, "se/cbam/aw: channel reduction ratio of the gate MLP", low=1)
+    reduction: int = _f(16, "se/cbam/aw: channel reduction ratio of the gate MLP (every part of a combination)",
+                        low=1)
     aw_maps: int = _f(8, "aw: number of attention maps m shared by the output channels", low=1)
     # optimisation
     epochs: int = _f(1, "training epochs", low=1)

@@ -5,6 +5,7 @@ import torch
 from attnrepro.models import MODEL_NAMES, build_model
 
 KINDS = (None, "expatt", "aa", "aw", "se", "cbam")
+COMBOS = ("aw+se", "aw+cbam")
 
 # tiny inputs: CIFAR nets at 16x16, ImageNet nets at 32x32 (stage sides 8, 4, 2, 1)
 SIZE = {name: 32 if name in ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152") else 16
@@ -13,6 +14,8 @@ SIZE = {name: 32 if name in ("resnet18", "resnet34", "resnet50", "resnet101", "r
 # their blocks are resnet50's, which runs every kind, and their plain form is torchvision's own
 CASES = [(name, kind) for name in MODEL_NAMES for kind in KINDS
          if name not in ("resnet101", "resnet152") or kind in ("expatt", "aa")]
+# AW on top of a gate: one net of each block type (bottleneck, basic, CIFAR basic, pre-activation wide)
+CASES += [(name, kind) for name in ("resnet50", "resnet18", "resnet20", "wrn28_10") for kind in COMBOS]
 
 
 def forward_backward(model, x):
@@ -35,17 +38,34 @@ def test_forward_backward(name, kind):
     forward_backward(model, torch.randn(2, 3, size, size))
 
 
+def layer_params(kind: str, c_in: int, f: int, side: int, dk: int, dv: int, heads: int = 8) -> int:
+    """Parameters of one attention layer replacing a bias-free 3x3 conv, counted by hand from the definitions:
+    conv part (F - d_v filters), then expatt: value 1x1 (no bias), proj 1x1 with bias, one radius; aa: qkv 1x1
+    with bias, proj 1x1 with bias, two relative tables of (2 side - 1) x d_k / heads."""
+    n = (f - dv) * c_in * 9 + dv * dv + dv
+    if kind == "expatt":
+        return n + c_in * dv + 1
+    return n + c_in * (2 * dk + dv) + (2 * dk + dv) + 2 * (2 * side - 1) * (dk // heads)
+
+
 @pytest.mark.parametrize("kind", ["expatt", "aa"])
-def test_full_width_wrn_builds_with_attention_in_every_block(kind):
+def test_full_width_wrn_parameters_by_hand(kind):
+    """AA-/ExpAtt-WRN-28-10 (CIFAR-100): every block's conv1 replaced; exact count. Depths by hand, 8 heads:
+    d_v = 16, 32, 64 (upsilon 0.1) and, for AA, d_k = 8 x max(20, round(0.2 F / 8)) = 160 in every stage."""
     model = build_model("wrn28_10", 100, attention=kind)
     assert sum(type(m).__name__ in ("ExpAttConv2d", "AAConv2d") for m in model.modules()) == 12
-    n = sum(p.numel() for p in model.parameters())
-    # the AA paper: AA-WRN-28-10 36.2M params (WRN-28-10 36.5M here, as in the WRN paper); same ballpark
-    assert 35.0e6 < n < 36.6e6
+    plain = sum(p.numel() for p in build_model("wrn28_10", 100).parameters())
+    want = plain
+    c_in = 16
+    for f, side, dv in ((160, 32, 16), (320, 16, 32), (640, 8, 64)):
+        for _ in range(4):
+            want += layer_params(kind, c_in, f, side, 160, dv) - f * c_in * 9
+            c_in = f
+    assert sum(p.numel() for p in model.parameters()) == want
 
 
 def test_fashion_mnist_shape_every_kind():
     x = torch.randn(2, 1, 28, 28)
-    for kind in KINDS:
+    for kind in KINDS + COMBOS:
         model = build_model("resnet20", 10, in_chans=1, attention=kind, input_size=28)
         forward_backward(model, x)

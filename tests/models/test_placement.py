@@ -71,6 +71,67 @@ def test_default_placement(name, kw, kind):
             assert type(m) is nn.Conv2d, n
 
 
+COMBOS = {"aw+se": (AWConv2d, SqueezeExcite), "aw+cbam": (AWConv2d, CBAM), "aa+se": (AAConv2d, SqueezeExcite)}
+# (kind, model, stages): every combination on a bottleneck net and a CIFAR net with default stages; one with stages
+COMBO_CASES = [(k, n, None) for k in COMBOS for n in ("resnet50", "resnet20")] + [("aw+se", "resnet20", [2])]
+
+
+@pytest.mark.parametrize("kind, name, stages", COMBO_CASES, ids=[f"{k}-{n}-{s}" for k, n, s in COMBO_CASES])
+def test_combination_puts_each_part_where_it_sits_alone(kind, name, stages):
+    """aw+se: AW where aw alone goes (default: stages 2-4 of an ImageNet ResNet), SE where se alone goes (every
+    stage); with ``stages`` both parts go there."""
+    conv_kind, gate_kind = kind.split("+")
+    conv_type, gate_type = COMBOS[kind]
+    model = build_model(name, 10, attention=kind, stages=stages)
+    alone = {k: build_model(name, 10, attention=k, stages=stages) for k in (conv_kind, gate_kind)}
+    want = {k: alone[k].attnrepro_spec["stages"] for k in alone}
+    if name == "resnet50":
+        assert want == {conv_kind: [2, 3, 4], gate_kind: [1, 2, 3, 4]}
+    elif stages is not None:
+        assert want == {conv_kind: [2], gate_kind: [2]}
+    assert model.attnrepro_spec["part_stages"] == want
+    assert model.attnrepro_spec["stages"] == sorted(set(want[conv_kind]) | set(want[gate_kind]))
+    # block by block: the conv slot as in the conv kind's model, the gate slot as in the gate kind's model
+    for layer, c_layer, g_layer in zip(stages_of(model), stages_of(alone[conv_kind]), stages_of(alone[gate_kind])):
+        for block, c_block, g_block in zip(layer, c_layer, g_layer):
+            conv, gate = slot(block)
+            assert type(conv) is type(slot(c_block)[0]) and type(gate) is type(slot(g_block)[1])
+    assert count(model, conv_type) == count(alone[conv_kind], conv_type) > 0
+    assert count(model, gate_type) == count(alone[gate_kind], gate_type) > 0
+    n_params = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    assert n_params(model) == n_params(alone[conv_kind]) + n_params(alone[gate_kind]) - n_params(build_model(name, 10))
+
+
+def test_combination_routes_each_part_its_kwargs():
+    model = build_model("resnet20", 10, attention="aw+se", reduction=4, aw_maps=2)
+    aw = [m for m in model.modules() if isinstance(m, AWConv2d)]
+    se = [m for m in model.modules() if isinstance(m, SqueezeExcite)]
+    assert {m.maps for m in aw} == {2} and aw[-1].pw1.out_channels == max(64 // 4, 8)
+    assert se[-1].fc1.out_channels == 64 // 4          # reduction reached both parts
+    model = build_model("resnet20", 10, attention="aa+cbam", heads=2, min_key_dims=0, max_size=40)
+    assert {(m.heads, m.max_size) for m in model.modules() if isinstance(m, AAConv2d)} == {(2, 40)}
+    cfg = RunConfig.from_dict(model="resnet20", attention="aw+cbam", reduction=8, aw_maps=3, stages=[3])
+    model = model_from_config(cfg, num_classes=10, in_chans=1, input_size=28)
+    assert model.attnrepro_spec["part_stages"] == {"aw": [3], "cbam": [3]}
+    assert {m.maps for m in model.modules() if isinstance(m, AWConv2d)} == {3}
+    assert {m.mlp[0].out_channels for m in model.modules() if isinstance(m, CBAM)} == {64 // 8}
+
+
+def test_combination_trains_a_step():
+    torch.manual_seed(0)
+    model = build_model("resnet20", 10, attention="aw+se", width=0.5, input_size=16)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    x, y = torch.randn(4, 3, 16, 16), torch.randint(0, 10, (4,))
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    loss = torch.nn.functional.cross_entropy(model(x), y)
+    loss.backward()
+    opt.step()
+    assert torch.isfinite(loss)
+    moved = {n for n, p in model.named_parameters() if not torch.equal(p, before[n])}
+    for part in ("pw1.weight", "pw2.weight", "fc1.weight", "fc2.weight", "conv1.weight"):
+        assert any(n.endswith(part) for n in moved), part
+
+
 def test_gates_follow_the_last_bn():
     model = build_model("resnet50", 10, attention="se", stages=[1])
     b = model.layer1[0]
@@ -86,25 +147,38 @@ class Zero(nn.Module):
 
 
 @pytest.mark.parametrize("name, kw", NETS, ids=[n for n, _ in NETS])
-def test_gate_sits_on_the_residual_branch_before_the_add(name, kw):
-    """A gate that outputs zeros must leave exactly the shortcut (then the block's final ReLU, if any)."""
+@pytest.mark.parametrize("j", [0, 1], ids=["first", "identity"])
+def test_gate_sits_on_the_residual_branch_before_the_add(name, kw, j):
+    """A gate that outputs zeros must leave exactly the shortcut (then the block's final ReLU, if any): for the
+    strided first block of stage 2 (projection / padded shortcut) and for an identity block."""
     model = build_model(name, 10, attention="se", **kw).eval()
-    block = stages_of(model)[1][0]  # a strided first block with a projection / padded shortcut
+    block = stages_of(model)[1][j]
     x = torch.randn(2, block.conv1.in_channels, 8, 8)
     if isinstance(block, Bottleneck):
         block.bn3[1] = Zero()
-        expect = torch.relu(block.downsample(x))
+        expect = torch.relu(block.downsample(x) if j == 0 else x)
     elif isinstance(block, BasicBlock):
         block.bn2[1] = Zero()
-        expect = torch.relu(block.downsample(x))
+        expect = torch.relu(block.downsample(x) if j == 0 else x)
     elif isinstance(block, CifarBasicBlock):
         block.gate = Zero()
-        expect = torch.relu(pad_shortcut(x, block.out_channels, block.stride))
+        # option A by hand: every second pixel, zero channels appended
+        sub = x[:, :, ::2, ::2] if j == 0 else x
+        expect = torch.relu(torch.cat([sub, torch.zeros(2, block.out_channels - sub.shape[1], *sub.shape[2:])], 1))
     else:
         block.gate = Zero()
-        expect = block.shortcut(torch.relu(block.bn1(x)))
+        # the authors' WRN: the projection takes the pre-activated input; an identity shortcut the raw input
+        expect = block.shortcut(torch.relu(block.bn1(x))) if j == 0 else x
     with torch.no_grad():
         assert torch.allclose(block(x), expect, atol=1e-6)
+
+
+def test_option_a_shortcut_by_definition():
+    x = torch.arange(2 * 3 * 4 * 4, dtype=torch.float32).reshape(2, 3, 4, 4)
+    out = pad_shortcut(x, 5, 2)
+    assert out.shape == (2, 5, 2, 2)
+    assert torch.equal(out[:, :3], x[:, :, 0::2, 0::2]) and torch.all(out[:, 3:] == 0)
+    assert torch.equal(pad_shortcut(x, 3, 1), x)
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -184,7 +258,13 @@ def test_radius_follows_training():
 
 
 @pytest.mark.parametrize("kwargs, match", [
-    (dict(attention="sa"), "sa.*expatt.*aa.*aw.*se.*cbam"),
+    (dict(attention="sa"), "sa.*none, expatt.*aa.*aw.*se.*cbam.*aw\\+se"),
+    (dict(attention="se+cbam"), "se\\+cbam.*one conv kind.*aw\\+cbam"),
+    (dict(attention="aa+aw"), "aa\\+aw.*one conv kind"),
+    (dict(attention="aw+aw"), "aw\\+aw.*one conv kind"),
+    (dict(attention="se+aw"), "did you mean 'aw\\+se'"),
+    (dict(attention="aw+se", kappa=0.2), "kappa.*reduction, aw_maps"),
+    (dict(attention="aa", min_key_dims=-1), "min_key_dims=-1"),
     (dict(attention="se", kappa=0.2), "kappa.*reduction"),
     (dict(attention="expatt", kappa=0.2), "kappa.*radius_init"),
     (dict(attention="aw", maps=4), "maps.*aw_maps"),

@@ -15,7 +15,10 @@ def n_params(m: nn.Module) -> int:
 
 def test_model_names_match_run_config():
     from attnrepro.config import MODELS
+    from attnrepro.config import num_stages as config_num_stages
+    from attnrepro.models import num_stages
     assert tuple(MODEL_NAMES) == tuple(MODELS)
+    assert [config_num_stages(n) for n in MODELS] == [num_stages(n) for n in MODEL_NAMES]
 
 
 @pytest.mark.parametrize("name", ["resnet18", "resnet50"])
@@ -70,6 +73,21 @@ def test_cifar_resnet_parameter_count(depth):
     # the paper's figures (He et al. 2016, table 6): 0.27M, 0.46M, 0.85M, 1.7M
     paper = {20: 0.27e6, 32: 0.46e6, 56: 0.85e6, 110: 1.7e6}[depth]
     assert abs(n_params(model) - paper) / paper < 0.03
+
+
+# the AA paper's table (Bello et al. 2019): AA-ResNet-50/101/152 on ImageNet, AA-WRN-28-10 on CIFAR-100
+AA_PAPER = [("resnet50", 1000, 25.8e6), ("resnet101", 1000, 45.4e6), ("resnet152", 1000, 61.6e6),
+            ("wrn28_10", 100, 36.2e6)]
+
+
+@pytest.mark.parametrize("name, classes, paper", AA_PAPER, ids=[n for n, _, _ in AA_PAPER])
+def test_aa_models_have_the_aa_papers_parameters_with_the_defaults(name, classes, paper):
+    """Defaults (8 heads, kappa 0.2, upsilon 0.1, at least 20 key channels per head, AA's placement): within 0.5%
+    of the paper's count. Without the key-depth rule they fall 1-4% short (25.12M, 43.71M, 59.01M, 35.82M)."""
+    n = n_params(build_model(name, classes, attention="aa"))
+    assert abs(n - paper) / paper < 0.005, n
+    short = n_params(build_model(name, classes, attention="aa", min_key_dims=0))
+    assert (paper - short) / paper > 0.01, short
 
 
 def test_cifar_resnet_has_three_stages_of_n_blocks_and_no_shortcut_params():

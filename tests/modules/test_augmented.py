@@ -44,7 +44,7 @@ def brute_force_aa(layer: AAConv2d, x: torch.Tensor) -> torch.Tensor:
 @pytest.mark.parametrize("grad", [True, False])
 def test_layer_matches_brute_force_with_several_value_channels_per_head(relative, grad):
     torch.manual_seed(0)
-    layer = AAConv2d(6, 40, heads=4, kappa=0.4, upsilon=0.4, relative=relative, max_size=9).double()
+    layer = AAConv2d(6, 40, heads=4, kappa=0.4, upsilon=0.4, min_key_dims=0, relative=relative, max_size=9).double()
     assert layer.heads == 4 and layer.dv == 16 and layer.dk == 16  # d_v / heads = 4 > 1
     x = torch.randn(2, 6, 5, 7, dtype=D)
     with torch.set_grad_enabled(grad):
@@ -56,7 +56,7 @@ def test_layer_matches_brute_force_with_several_value_channels_per_head(relative
 
 def test_gradients_match_brute_force_and_tables_learn():
     torch.manual_seed(1)
-    layer = AAConv2d(4, 20, heads=2, kappa=0.4, upsilon=0.4, max_size=6).double()
+    layer = AAConv2d(4, 20, heads=2, kappa=0.4, upsilon=0.4, min_key_dims=0, max_size=6).double()
     x = torch.randn(2, 4, 4, 5, dtype=D, requires_grad=True)
     g = torch.randn(2, 20, 4, 5, dtype=D)
     params = [x] + list(layer.parameters())
@@ -110,18 +110,42 @@ def test_stride_two_attends_on_pooled_input():
 
 def test_narrow_layer_reduces_heads():
     layer = AAConv2d(16, 16)  # CIFAR ResNet width: 8 heads do not fit 2 value channels
-    assert layer.heads == 2 and layer.dv == 2 and layer.dk % 2 == 0
+    # the paper's 20 key channels per head even here: d_k = 40 > F_out = 16
+    assert (layer.heads, layer.dk, layer.dv, layer.dkh) == (2, 40, 2, 20)
     assert layer(torch.randn(2, 16, 8, 8)).shape == (2, 16, 8, 8)
+    assert (AAConv2d(16, 16, min_key_dims=0).heads, AAConv2d(16, 16, min_key_dims=0).dk) == (2, 4)
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_more_key_channels_than_outputs_matches_brute_force(stride):
+    """The key-depth rule gives d_k > F_out on narrow layers (stage 2 of the paper's ResNet-50 too)."""
+    torch.manual_seed(5)
+    layer = AAConv2d(6, 12, stride=stride, heads=2, kappa=0.2, upsilon=0.5, min_key_dims=8, max_size=6).double()
+    assert (layer.heads, layer.dk, layer.dv) == (2, 16, 6) and layer.dk > layer.out_channels
+    assert layer.qkv.out_channels == 2 * 16 + 6 and layer.rel_h.shape == (11, 8)
+    x = torch.randn(2, 6, 6, 6, dtype=D, requires_grad=True)
+    out, ref = layer(x), brute_force_aa(layer, x)
+    assert torch.allclose(out, ref, atol=1e-10)
+    params = [x] + list(layer.parameters())
+    g = torch.randn_like(out)
+    for a, b in zip(torch.autograd.grad(out, params, g), torch.autograd.grad(ref, params, g)):
+        assert torch.allclose(a, b, atol=1e-9)
 
 
 def test_defaults_and_bad_args():
     layer = AAConv2d(64, 256)
-    assert (layer.heads, layer.dk, layer.dv) == (8, 48, 24)
+    # the paper's WRN setting: 8 heads, kappa 0.2, upsilon 0.1, at least 20 key channels per head
+    assert (layer.heads, layer.dk, layer.dv, layer.dkh) == (8, 160, 24, 20)
     assert layer.conv.out_channels == 232 and layer.conv.bias is None
     assert layer.proj.in_channels == layer.proj.out_channels == 24
+    assert layer.qkv.out_channels == 2 * 160 + 24
+    assert AAConv2d(64, 1024).dk == 8 * 26    # kappa asks for more than 20 per head: round(0.2 * 1024 / 8) = 26
+    assert AAConv2d(64, 256, min_key_dims=0).dk == 48
     with pytest.raises(ValueError, match="max_size=0"):
         AAConv2d(8, 16, max_size=0)
     with pytest.raises(ValueError, match="kappa"):
         AAConv2d(8, 16, kappa=0.0)
     with pytest.raises(ValueError, match="heads=0"):
         AAConv2d(8, 16, heads=0)
+    with pytest.raises(ValueError, match="min_key_dims=-1"):
+        AAConv2d(8, 16, min_key_dims=-1)

@@ -18,14 +18,15 @@ def by_definition(layer: AWConv2d, x: torch.Tensor) -> torch.Tensor:
     return aw_conv2d_reference(x, layer.weight, a, None, layer.stride, k // 2)
 
 
-@pytest.mark.parametrize("maps", [1, 4, 12])
+@pytest.mark.parametrize("maps", [1, 3, 5, 12])   # 5 does not divide C_out = 12 (nor 3 the 10 below)
 @pytest.mark.parametrize("stride", [1, 2])
-def test_layer_matches_definition_with_grads(maps, stride):
+@pytest.mark.parametrize("c_out", [12, 10])
+def test_layer_matches_definition_with_grads(maps, stride, c_out):
     torch.manual_seed(0)
-    layer = AWConv2d(6, 12, stride=stride, reduction=2, maps=maps).double()
+    layer = AWConv2d(6, c_out, stride=stride, reduction=2, maps=maps).double()
     x = torch.randn(3, 6, 7, 9, dtype=D, requires_grad=True)
     out, ref = layer(x), by_definition(layer, x)
-    assert out.shape == (3, 12, (7 - 1) // stride + 1, (9 - 1) // stride + 1)
+    assert out.shape == (3, c_out, (7 - 1) // stride + 1, (9 - 1) // stride + 1)
     assert torch.allclose(out, ref, atol=1e-10)
     params = [x] + list(layer.parameters())
     g = torch.randn_like(out)
@@ -42,6 +43,19 @@ def test_widths_and_clamped_maps():
     assert layer.weight.shape == (128, 64, 3, 3)
     a = layer.attention(torch.randn(2, 64, 9, 9))
     assert a.shape == (2, 8, 64, 3, 3) and (a > 0).all() and (a < 1).all()
+
+
+def test_layer_shares_maps_by_consecutive_output_channels():
+    """aw_maps=3 on 5 filters: filter o uses map o * 3 // 5 = [0, 0, 1, 1, 2] (written out, not computed)."""
+    torch.manual_seed(2)
+    layer = AWConv2d(4, 5, maps=3).double()
+    maps = torch.arange(1, 4, dtype=D).reshape(1, 3, 1, 1, 1).expand(2, 3, 4, 3, 3)   # map j is j + 1
+    layer.attention = lambda x: maps
+    x = torch.randn(2, 4, 6, 6, dtype=D)
+    plain = F.conv2d(x, layer.weight, padding=1)
+    out = layer(x)
+    for o, j in enumerate([0, 0, 1, 1, 2]):
+        assert torch.allclose(out[:, o], (2 + j) * plain[:, o], atol=1e-12)
 
 
 def test_per_sample_attention():

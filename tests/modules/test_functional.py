@@ -198,7 +198,7 @@ def test_aa_attention_float32_matches_naive():
 
 
 # ---------------------------------------------------------------------------------------------- AW conv
-@pytest.mark.parametrize("m", [1, 3, 6])
+@pytest.mark.parametrize("m", [1, 3, 4, 5, 6])   # 4 and 5 do not divide C_out = 6: the gather path
 @pytest.mark.parametrize("stride,padding,dilation", [(1, 1, 1), (2, 0, 1), (1, 2, 2)])
 def test_aw_conv2d_matches_loop(m, stride, padding, dilation):
     torch.manual_seed(0)
@@ -234,6 +234,25 @@ def test_aw_conv2d_map_sharing_and_zero_attention():
     _close(out[1], 2 * F.conv2d(x[1:], w, padding=1)[0])
 
 
+@pytest.mark.parametrize("C_out,m,index", [
+    (5, 2, [0, 0, 0, 1, 1]),             # o * m // C_out: maps serve consecutive blocks of output channels
+    (5, 3, [0, 0, 1, 1, 2]),
+    (7, 3, [0, 0, 0, 1, 1, 2, 2]),
+    (6, 3, [0, 0, 1, 1, 2, 2]),
+    (4, 4, [0, 1, 2, 3]),
+])
+@pytest.mark.parametrize("fn", [Fn.aw_conv2d, Fn.aw_conv2d_reference], ids=["fast", "reference"])
+def test_aw_conv2d_output_channel_o_uses_map_o_m_div_c_out(fn, C_out, m, index):
+    """Map j scaled by (j + 1): output channel o must come out scaled by (2 + index[o]), the index written out."""
+    torch.manual_seed(0)
+    x, w = torch.randn(2, 3, 5, 5, dtype=D), torch.randn(C_out, 3, 3, 3, dtype=D)
+    a = torch.arange(1, m + 1, dtype=D).reshape(1, m, 1, 1, 1).expand(2, m, 3, 3, 3)
+    out = fn(x, w, a, None, 1, 1)
+    plain = F.conv2d(x, w, padding=1)
+    for o, j in enumerate(index):
+        _close(out[:, o], (2 + j) * plain[:, o])
+
+
 def test_aw_conv2d_bad_shapes():
     with pytest.raises(ValueError, match=r"\(B, m, C_in, kh, kw\)"):
         Fn.aw_conv2d(torch.randn(2, 3, 5, 5), torch.randn(4, 3, 3, 3), torch.rand(2, 1, 4, 3, 3))
@@ -247,6 +266,39 @@ def test_attention_channels_narrow_rule(out, heads, want):
     assert h == want and heads % h == 0
     assert dv % h == 0 and dk % h == 0 and 1 <= dv <= out and dk >= h
     assert dv == h * max(1, round(0.1 * out / h))
+    assert dk == h * max(1, round(0.2 * out / h))
+
+
+@pytest.mark.parametrize("out,heads,upsilon,kappa,want", [
+    (40, 8, 0.2, 0.05, (2, 2, 8)),     # 8 value channels would take 8 heads, but only 2 key channels: 2 heads
+    (64, 8, 0.25, 0.0625, (4, 4, 16)),
+    (100, 4, 0.2, 0.01, (1, 1, 20)),
+])
+def test_kappa_limits_the_heads_without_the_key_rule(out, heads, upsilon, kappa, want):
+    """kappa < upsilon: with min_key_dims=0 the key channels limit the heads (each head keeps a key channel)."""
+    assert Fn.attention_channels(out, heads, upsilon, kappa, min_key_dims=0) == want
+    h, dk, dv = Fn.attention_channels(out, heads, upsilon, kappa, min_key_dims=20)
+    assert dv == want[2] and h > want[0] and dk == 20 * h    # with the rule, keys no longer limit the heads
+
+
+@pytest.mark.parametrize("out,heads,min_key,want", [
+    (256, 8, 20, (8, 160, 24)),     # the paper's WRN setting on a ResNet-50 stage-3 layer
+    (128, 8, 20, (8, 160, 16)),     # stage 2 of AA-ResNet-50: d_k = 160 > F_out = 128
+    (2048, 8, 20, (8, 408, 208)),   # kappa asks for more: round(0.2 * 2048 / 8) = 51 > 20
+    (16, 8, 20, (2, 40, 2)),        # narrow CIFAR layer: 2 heads (value channels), 20 keys each
+    (8, 8, 20, (1, 20, 1)),
+    (256, 8, 0, (8, 48, 24)),       # 0: kappa alone
+    (256, 8, 7, (8, 56, 24)),
+])
+def test_attention_channels_key_depth_rule(out, heads, min_key, want):
+    assert Fn.attention_channels(out, heads, 0.1, 0.2, min_key) == want
+    h, dk, dv = want
+    assert dk == h * max(1, min_key, round(0.2 * out / h))
+
+
+def test_attention_channels_key_rule_needs_keys_and_kappa_may_exceed_one():
+    assert Fn.attention_channels(64, 8, 0.1, None, 20) == (4, 0, 8)     # no keys (ExpAtt): the rule is moot
+    assert Fn.attention_channels(16, 2, 0.5, 2.0, 0) == (2, 32, 8)      # kappa = 2: d_k = 2 F_out
 
 
 def test_attention_channels_bad():
@@ -256,6 +308,12 @@ def test_attention_channels_bad():
         Fn.attention_channels(16, 8, 1.5)
     with pytest.raises(ValueError, match="out_channels=0"):
         Fn.attention_channels(0, 8, 0.1)
+    with pytest.raises(ValueError, match="kappa=0.0 .*> 0"):
+        Fn.attention_channels(16, 8, 0.1, 0.0)
+    with pytest.raises(ValueError, match="min_key_dims=-1 .*>= 0"):
+        Fn.attention_channels(16, 8, 0.1, 0.2, -1)
+    with pytest.raises(ValueError, match="min_key_dims=2.5"):
+        Fn.attention_channels(16, 8, 0.1, 0.2, 2.5)
 
 
 # ---------------------------------------------------------------------------------------------- devices, precision

@@ -33,6 +33,17 @@ def test_cbam_by_definition():
     assert torch.allclose(cb(x), x1 * ms, atol=1e-12)
 
 
+def test_cbam_spatial_gate_starts_at_one_half():
+    """The deliberate exception to the backbone's rule (the authors' code zeroes the BN after the spatial conv)."""
+    torch.manual_seed(2)
+    cb = CBAM(16, reduction=4).double()
+    assert cb.init_exempt == ("spatial",)
+    x = torch.randn(2, 16, 5, 5, dtype=D)
+    mlp = lambda t: cb.mlp(t[:, :, None, None])  # noqa: E731
+    mc = torch.sigmoid(mlp(x.mean(dim=(2, 3))) + mlp(x.amax(dim=(2, 3))))
+    assert torch.allclose(cb(x), 0.5 * x * mc, atol=1e-12)
+
+
 def test_gates_learn():
     for gate in (SE(16, reduction=4), CBAM(16, reduction=4)):
         x = torch.randn(2, 16, 4, 4)

@@ -18,7 +18,8 @@ What is the papers' and what is this suite's choice:
       ``width=0.1`` the thin pre-activation ResNet-28 with 16 / 32 / 64 channels); its stem stays at 16 channels
       as in the paper.
     - Initialisation: He-normal (fan_out) convolutions, BN weight 1 and bias 0, like torchvision's ResNets, so the
-      plain CIFAR nets and the torchvision nets start from the same rule.
+      plain CIFAR nets and the torchvision nets start from the same rule (:func:`.init.init_backbone`, which
+      placement also applies to every attention layer it adds); the classifier's bias starts at 0.
     - Every block has a ``gate`` slot (``nn.Identity`` when plain, no parameters) that :mod:`.placement` fills with
       SE or CBAM: after the last BN of a post-activation block, on the residual branch output of a pre-activation
       block; both before the residual addition.
@@ -28,6 +29,8 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from .init import init_backbone
 
 __all__ = ["CifarBasicBlock", "CifarResNet", "WideBasicBlock", "WideResNet", "CIFAR_DEPTHS", "scaled"]
 
@@ -41,13 +44,10 @@ def scaled(channels: int, width: float) -> int:
 
 
 def _init_backbone(model: nn.Module) -> None:
+    """The backbone rule (:func:`.init.init_backbone`), and the classifier's bias 0."""
+    init_backbone(model)
     for m in model.modules():
-        if isinstance(m, nn.Conv2d):
-            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-        elif isinstance(m, nn.BatchNorm2d):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.Linear):
+        if isinstance(m, nn.Linear):
             nn.init.zeros_(m.bias)
 
 

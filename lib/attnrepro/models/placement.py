@@ -13,6 +13,13 @@ The rules follow the papers where they say something and are this suite's choice
 - Gates (``se``, ``cbam``) go on the residual branch, before the addition: after the block's last BN in a
   post-activation block (torchvision's ``bn3``/``bn2`` become ``Sequential(bn, gate)``; the CIFAR blocks have a
   ``gate`` slot), after the second conv of a pre-activation wide block. Default: every stage (SE and CBAM papers).
+- Combined kinds (``aw+se``, any conv kind + gate kind, see :data:`attnrepro.modules.factory.COMBINED_KINDS`): each
+  part sits where it would sit alone, in its own default stages (``aw+se`` on an ImageNet ResNet: AW in
+  ``[2, 3, 4]``, SE in every stage), or both in ``stages`` when it is given. Each part gets the keyword arguments
+  it accepts (``reduction`` goes to both AW and the gate).
+- Initialisation: every layer placed here gets the backbone's rule (:func:`.init.init_backbone`: He-normal fan_out
+  conv weights, zero biases), the same rule the backbone's own convs got, unless the layer documents a deliberate
+  exception (``init_exempt``).
 - AA's relative tables need the largest feature side the layer attends over (``max_size``). It is computed from
   ``input_size`` (224 for ImageNet nets, 32 for CIFAR nets by default): the block's input side, halved (rounded
   up) for the strided first block of a stage, because the layer attends over its average-pooled input there, at
@@ -20,18 +27,18 @@ The rules follow the papers where they say something and are this suite's choice
 """
 from __future__ import annotations
 
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import torch.nn as nn
 from torchvision.models.resnet import BasicBlock, Bottleneck
 
 from ..modules.explicit import conv_out_size
-from ..modules.factory import CONV_KINDS, create_conv, create_gate
+from ..modules.factory import CONV_KINDS, create_conv, create_gate, route_kwargs, split_kind
 from .cifar import CifarBasicBlock, WideBasicBlock
+from .init import init_backbone
 
-__all__ = ["IMAGENET_NAMES", "CIFAR_NAMES", "MODEL_NAMES", "num_stages", "default_stages", "check_stages",
-           "stage_sides", "attention_side", "block_slots", "iter_blocks",
-           "place_attention"]
+__all__ = ["IMAGENET_NAMES", "CIFAR_NAMES", "MODEL_NAMES", "num_stages", "default_stages", "part_stages",
+           "check_stages", "stage_sides", "attention_side", "block_slots", "iter_blocks", "place_attention"]
 
 IMAGENET_NAMES = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
 CIFAR_NAMES = ("resnet20", "resnet32", "resnet56", "resnet110", "wrn28_10")
@@ -50,11 +57,20 @@ def num_stages(name: str) -> int:
 
 
 def default_stages(name: str, kind: str) -> list[int]:
-    """The paper's stages for attention ``kind`` on model ``name`` (see the module docstring)."""
+    """The paper's stages for attention ``kind`` on model ``name`` (see the module docstring); for a combined
+    kind, the stages that get any of its parts (:func:`part_stages` gives them per part)."""
     n = num_stages(name)
-    if kind in CONV_KINDS and name in IMAGENET_NAMES:
+    parts = split_kind(kind)
+    if name in IMAGENET_NAMES and all(p in CONV_KINDS for p in parts):
         return [2, 3, 4]
     return list(range(1, n + 1))
+
+
+def part_stages(name: str, kind: str, stages: Iterable[int] | None = None) -> dict[str, list[int]]:
+    """Each layer kind of ``kind`` -> its stages: ``stages`` (checked) for every part when given, else each part's
+    own default. ``part_stages("resnet50", "aw+se") == {"aw": [2, 3, 4], "se": [1, 2, 3, 4]}``."""
+    chosen = None if stages is None else check_stages(name, stages)
+    return {p: list(chosen) if chosen is not None else default_stages(name, p) for p in split_kind(kind)}
 
 
 def check_stages(name: str, stages: Iterable[int]) -> list[int]:
@@ -124,29 +140,40 @@ def iter_blocks(model: nn.Module, input_size: int, name: str) -> Iterator[tuple[
             yield s, block, (s_in if j == 0 else s_out)
 
 
-def place_attention(model: nn.Module, name: str, kind: str, stages: Sequence[int], input_size: int,
-                    kwargs: dict[str, Any]) -> nn.Module:
+def place_attention(model: nn.Module, name: str, kind: str, stages: Sequence[int] | Mapping[str, Sequence[int]],
+                    input_size: int, kwargs: Mapping[str, Any]) -> nn.Module:
     """Put attention ``kind`` into every block of ``stages`` of ``model`` (in place) and return the model.
 
-    ``kwargs`` go to the layer factory; for ``aa`` a ``max_size`` in ``kwargs`` overrides the per-block side.
+    ``kind`` is a layer kind or a combined kind (``"aw+se"``); ``stages`` a list for every part, or a mapping
+    part -> stages (:func:`part_stages`). ``kwargs`` are routed to the parts that accept them
+    (:func:`~attnrepro.modules.factory.route_kwargs`) and go to the layer factory; for ``aa`` a ``max_size`` in
+    ``kwargs`` overrides the per-block side. Every layer created gets :func:`.init.init_backbone`.
     """
-    for stage, block, side in iter_blocks(model, input_size, name):
-        if stage not in stages:
-            continue
-        conv_name, gate_name = block_slots(block)
-        if kind in CONV_KINDS:
-            conv: nn.Conv2d = getattr(block, conv_name)
-            kw = dict(kwargs)
-            if kind == "aa":
-                # the attention runs at the conv's output resolution (average-pooled input when strided)
-                kw.setdefault("max_size", attention_side(side, conv.stride[0]))
-            layer = create_conv(kind, conv.in_channels, conv.out_channels, kernel_size=conv.kernel_size[0],
-                                stride=conv.stride[0], **kw)
-            setattr(block, conv_name, layer)
-        else:
-            if gate_name == "gate":
-                block.gate = create_gate(kind, block.out_channels, **kwargs)
-            else:
-                bn: nn.BatchNorm2d = getattr(block, gate_name)
-                setattr(block, gate_name, nn.Sequential(bn, create_gate(kind, bn.num_features, **kwargs)))
+    routed = route_kwargs(kind, kwargs)
+    per_part = stages if isinstance(stages, Mapping) else {p: list(stages) for p in routed}
+    for part, part_kwargs in routed.items():
+        for stage, block, side in iter_blocks(model, input_size, name):
+            if stage in per_part[part]:
+                _place_one(block, part, side, part_kwargs)
     return model
+
+
+def _place_one(block: nn.Module, kind: str, side: int, kwargs: Mapping[str, Any]) -> None:
+    conv_name, gate_name = block_slots(block)
+    if kind in CONV_KINDS:
+        conv: nn.Conv2d = getattr(block, conv_name)
+        if type(conv) is not nn.Conv2d:
+            raise ValueError(f"the block's {conv_name} is already {type(conv).__name__}; a model takes one conv kind")
+        kw = dict(kwargs)
+        if kind == "aa":
+            # the attention runs at the conv's output resolution (average-pooled input when strided)
+            kw.setdefault("max_size", attention_side(side, conv.stride[0]))
+        layer = create_conv(kind, conv.in_channels, conv.out_channels, kernel_size=conv.kernel_size[0],
+                            stride=conv.stride[0], **kw)
+        setattr(block, conv_name, init_backbone(layer))
+    elif gate_name == "gate":
+        block.gate = init_backbone(create_gate(kind, block.out_channels, **kwargs))
+    else:
+        bn: nn.BatchNorm2d = getattr(block, gate_name)
+        gate = init_backbone(create_gate(kind, bn.num_features, **kwargs))
+        setattr(block, gate_name, nn.Sequential(bn, gate))

@@ -20,9 +20,10 @@ import torch.nn as nn
 import torchvision
 
 from ..modules import ExpAttConv2d
-from ..modules.factory import ACCEPTED_KWARGS, ATTENTION_KINDS, attention_kwargs
+from ..modules.factory import ACCEPTED_KWARGS, MODEL_KINDS, attention_kwargs, check_kind
 from .cifar import CifarResNet, WideResNet
-from .placement import (CIFAR_NAMES, IMAGENET_NAMES, MODEL_NAMES, check_stages, default_stages, num_stages,
+from .init import init_backbone
+from .placement import (CIFAR_NAMES, IMAGENET_NAMES, MODEL_NAMES, check_stages, num_stages, part_stages,
                         place_attention)
 
 __all__ = ["MODEL_NAMES", "build_model", "model_from_config", "expatt_layers", "radii", "resolve_stages",
@@ -38,20 +39,20 @@ def default_input_size(name: str) -> int:
 def _normalise_attention(attention: str | None) -> str | None:
     if attention is None or attention == "none":
         return None
-    kinds = ATTENTION_KINDS
-    if attention not in kinds:
-        raise ValueError(f"unknown attention {attention!r}; choose one of: none, {', '.join(kinds)}")
+    check_kind(attention, none_ok=True)
     return attention
 
 
 def resolve_stages(name: str, attention: str | None, stages: Sequence[int] | None = None) -> list[int]:
-    """The stages ``attention`` goes into on ``name``: ``stages`` checked, or the paper's default; [] when plain."""
+    """The stages ``attention`` goes into on ``name``: ``stages`` checked, or the paper's default; [] when plain.
+    For a combined kind, the stages that get any of its parts (``model.attnrepro_spec["part_stages"]`` has them
+    per part, see :func:`~.placement.part_stages`)."""
     kind = _normalise_attention(attention)
     if stages is not None:
         stages = check_stages(name, stages)
     if kind is None:
         return []
-    return stages if stages is not None else default_stages(name, kind)
+    return sorted(set().union(*part_stages(name, kind, stages).values()))
 
 
 def _check_kwargs(kind: str | None, kwargs: dict[str, Any]) -> None:
@@ -59,7 +60,7 @@ def _check_kwargs(kind: str | None, kwargs: dict[str, Any]) -> None:
         return
     if kind is None:
         raise ValueError(f"attention keyword arguments {sorted(kwargs)} were given without an attention kind; "
-                         f"choose attention from: {', '.join(ATTENTION_KINDS)}")
+                         f"choose attention from: {', '.join(MODEL_KINDS)}")
     accepted = tuple(ACCEPTED_KWARGS[kind])
     for k in kwargs:
         if k not in accepted:
@@ -96,7 +97,7 @@ def _backbone(name: str, num_classes: int, in_chans: int, width: float) -> nn.Mo
             old = model.conv1
             model.conv1 = nn.Conv2d(in_chans, old.out_channels, old.kernel_size, old.stride, old.padding,
                                     bias=False)
-            nn.init.kaiming_normal_(model.conv1.weight, mode="fan_out", nonlinearity="relu")
+            init_backbone(model.conv1)
         return model
     if name == "wrn28_10":
         return WideResNet(28, widen=10.0 * width, num_classes=num_classes, in_chans=in_chans)
@@ -112,17 +113,21 @@ def build_model(name: str, num_classes: int, in_chans: int = 3, attention: str |
         name: one of :data:`MODEL_NAMES`.
         num_classes: classifier outputs.
         in_chans: image channels (1 for Fashion-MNIST); for torchvision nets only the stem conv changes.
-        attention: None or "none" (plain), or a kind of :data:`attnrepro.modules.factory.ATTENTION_KINDS`.
-        stages: 1-based stages that get the attention; None: the paper's default (see :mod:`.placement`).
-            Checked but unused when the model is plain.
+        attention: None or "none" (plain), or a kind of :data:`attnrepro.modules.factory.MODEL_KINDS`: a layer
+            kind (``"aa"``) or a conv kind and a gate together (``"aw+se"``, each part where it would sit alone).
+        stages: 1-based stages that get the attention (every part of a combined kind); None: each part's paper
+            default (see :mod:`.placement`). Checked but unused when the model is plain.
         input_size: the largest image side the model will see (int or (H, W)); sizes the AA layers' relative
             tables. Default 224 for the ImageNet ResNets, 32 for the CIFAR nets. Smaller inputs always work.
         width: channel multiplier for the CIFAR ResNets (every conv) and the WRN (widen factor ``10 * width``);
             must be 1.0 for the torchvision nets.
         **attention_kwargs: the layer's options, named as run-config keys
-            (:data:`attnrepro.modules.factory.ACCEPTED_KWARGS`), e.g. ``heads=4, radius_init=1.0``.
+            (:data:`attnrepro.modules.factory.ACCEPTED_KWARGS`), e.g. ``heads=4, radius_init=1.0``; with a
+            combined kind each part gets those it accepts.
 
-    The model carries ``model.attnrepro_spec``: a dict with name, attention, stages and input_size.
+    Every layer the attention adds starts with the backbone's initialisation rule (:mod:`.init`).
+    The model carries ``model.attnrepro_spec``: a dict with name, attention, stages (any part), part_stages
+    (each part's), input_size, width and attention_kwargs.
     Every bad argument raises ``ValueError`` naming the value and the valid choices.
     """
     num_stages(name)  # unknown name -> ValueError with the choices
@@ -132,13 +137,14 @@ def build_model(name: str, num_classes: int, in_chans: int = 3, attention: str |
         raise ValueError(f"width={width!r} must be a number > 0")
     kind = _normalise_attention(attention)
     chosen = resolve_stages(name, kind, stages)
+    per_part = {} if kind is None else part_stages(name, kind, stages)
     _check_kwargs(kind, attention_kwargs)
     side = _side(input_size, name)
     model = _backbone(name, num_classes, in_chans, float(width))
     if kind is not None:
-        place_attention(model, name, kind, chosen, side, attention_kwargs)
-    model.attnrepro_spec = {"name": name, "attention": kind or "none", "stages": chosen, "input_size": side,
-                            "width": float(width), "attention_kwargs": dict(attention_kwargs)}
+        place_attention(model, name, kind, per_part, side, attention_kwargs)
+    model.attnrepro_spec = {"name": name, "attention": kind or "none", "stages": chosen, "part_stages": per_part,
+                            "input_size": side, "width": float(width), "attention_kwargs": dict(attention_kwargs)}
     return model
 
 

@@ -7,14 +7,15 @@ from . import functional
 from .augmented import AAConv2d
 from .aw import AWConv2d
 from .explicit import ExpAttConv2d
-from .factory import (ACCEPTED_KWARGS, ATTENTION_KINDS, CONV_KINDS, GATE_KINDS, attention_kwargs, create_attention,
-                      create_conv, create_gate)
+from .factory import (ACCEPTED_KWARGS, ATTENTION_KINDS, COMBINED_KINDS, CONV_KINDS, GATE_KINDS, MODEL_KINDS,
+                      attention_kwargs, check_kind, create_attention, create_conv, create_gate, route_kwargs,
+                      split_kind)
 from .functional import KERNELS, attention_channels
 from .gates import CBAM, SE, SqueezeExcite
 
 __all__ = [
     "functional", "KERNELS", "attention_channels",
     "ExpAttConv2d", "AAConv2d", "AWConv2d", "SqueezeExcite", "SE", "CBAM",
-    "CONV_KINDS", "GATE_KINDS", "ATTENTION_KINDS", "ACCEPTED_KWARGS",
-    "create_conv", "create_gate", "create_attention", "attention_kwargs",
+    "CONV_KINDS", "GATE_KINDS", "ATTENTION_KINDS", "COMBINED_KINDS", "MODEL_KINDS", "ACCEPTED_KWARGS",
+    "create_conv", "create_gate", "create_attention", "attention_kwargs", "split_kind", "check_kind", "route_kwargs",
 ]

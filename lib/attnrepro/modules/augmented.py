@@ -6,8 +6,10 @@ The paper's: ``AAConv(X) = concat(Conv(X) -> F_out - d_v, MHA(X) -> d_v)``, foll
 Q, K, V from one 1x1 conv to ``2 d_k + d_v`` channels; ``kappa = d_k / F_out``, ``upsilon = d_v / F_out``;
 queries scaled by ``(d_k / heads)^-0.5`` once, for both content and relative logits; logits
 ``q_i.k_j + q_i.r^W[x_j - x_i] + q_i.r^H[y_j - y_i]`` with per-layer tables shared by the heads; output projection
-1x1 ``d_v -> d_v``. Defaults ``kappa = 0.2, upsilon = 0.1, heads = 8`` are the paper's WRN setting (which also asks
-for at least 20 key channels per head; that is a recipe and is not enforced here).
+1x1 ``d_v -> d_v``. Defaults ``kappa = 0.2, upsilon = 0.1, heads = 8`` and at least ``min_key_dims = 20`` key
+channels per head are the paper's WRN setting; with the key-depth rule the paper's parameter counts come out
+(AA-ResNet-50/101/152, AA-WRN-28-10 within 0.4%; ``docs/papers.md``). The rule can give ``d_k > F_out``
+(stage 2 of AA-ResNet-50: 160 key channels on a 128-channel layer), as in the paper's own ResNet-50.
 
 This suite's choices: the tables are sized for ``max_size`` (the largest feature-map side the layer accepts) and
 sliced around their centre for any smaller input; a larger input raises ``ValueError``. With stride > 1 the
@@ -18,6 +20,12 @@ follows). Attention runs through ``scaled_dot_product_attention`` with the relat
 :func:`~attnrepro.modules.functional.attention_channels`. Defects of public re-implementations avoided here: the
 output is reshaped head-major so channels stay in place when ``d_v / heads > 1``; the tables are registered
 parameters; queries are scaled out of place.
+
+Initialisation: the convs start with PyTorch's default here; a model's placement
+(:func:`attnrepro.models.init.init_backbone`) gives them the backbone's rule. The relative tables are a deliberate
+exception that the placement keeps: ``N(0, 1) * dkh^-0.5``, the usual embedding scale, so that a relative logit
+``q . r`` starts on the scale of a content logit ``q . k`` rather than dominating it (a conv rule has no meaning for
+an embedding table). The paper does not state its initialisation.
 """
 from __future__ import annotations
 
@@ -39,20 +47,22 @@ class AAConv2d(nn.Module):
         kernel_size: conv part's kernel (padding ``kernel_size // 2``, no bias).
         stride: conv part's stride; the attention runs on the average-pooled input.
         heads: attention heads (reduced for narrow layers; ``.heads`` holds the value used).
-        kappa: ``d_k / F_out``.
+        kappa: ``d_k / F_out`` (> 0; may exceed 1: the keys are not part of the output).
         upsilon: ``d_v / F_out``.
+        min_key_dims: at least this many key channels per head (the paper's 20); 0: ``kappa`` alone. See
+            :func:`~attnrepro.modules.functional.attention_channels`.
         relative: add relative position logits.
         max_size: largest feature-map side (of the attention input) the layer accepts; the relative tables have
             ``2 * max_size - 1`` rows.
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3, stride: int = 1, *,
-                 heads: int = 8, kappa: float = 0.2, upsilon: float = 0.1, relative: bool = True,
-                 max_size: int = 32):
+                 heads: int = 8, kappa: float = 0.2, upsilon: float = 0.1, min_key_dims: int = 20,
+                 relative: bool = True, max_size: int = 32):
         super().__init__()
         _check_conv_args(in_channels, out_channels, kernel_size, stride)
         _check_positive_ints(max_size=max_size)
-        self.heads, self.dk, self.dv = attention_channels(out_channels, heads, upsilon, kappa)
+        self.heads, self.dk, self.dv = attention_channels(out_channels, heads, upsilon, kappa, min_key_dims)
         self.in_channels, self.out_channels = in_channels, out_channels
         self.kernel_size, self.stride, self.relative, self.max_size = kernel_size, stride, relative, max_size
         self.dkh = self.dk // self.heads

@@ -14,6 +14,12 @@ positions; ``A`` is reshaped to ``(B, m, C_in, k, k)`` and output channel ``o`` 
 (``m = 1``: one shared map; ``m = C_out``: one per filter). ``m`` larger than ``C_out`` is clamped to ``C_out``
 (more maps than filters would never be used). The per-sample kernels run as one grouped convolution
 (:func:`~attnrepro.modules.functional.aw_conv2d`).
+
+Initialisation: the kernel starts with ``nn.Conv2d``'s default here; a model's placement
+(:func:`attnrepro.models.init.init_backbone`) gives the kernel and both point-wise convs the backbone's rule
+(He-normal fan_out weights, zero biases), so the kernel starts like the conv it replaces. No exception: with zero
+biases the maps start near ``sigmoid(0) = 1/2`` (std 0.05 to 0.1 in a freshly built ResNet-20 or -50 in train
+mode), an effective kernel of about ``1.5 K``.
 """
 from __future__ import annotations
 

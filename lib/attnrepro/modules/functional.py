@@ -17,6 +17,7 @@ References for tests and benchmarks (plain, slow, obviously right): :func:`expli
 """
 from __future__ import annotations
 
+import math
 from collections import OrderedDict
 
 import torch
@@ -39,31 +40,46 @@ def _check_positive_ints(**named) -> None:
             raise ValueError(f"{name}={val!r} is not valid; it must be an integer >= 1")
 
 
-def attention_channels(out_channels: int, heads: int, upsilon: float, kappa: float | None = None
-                       ) -> tuple[int, int, int]:
+def attention_channels(out_channels: int, heads: int, upsilon: float, kappa: float | None = None,
+                       min_key_dims: int = 0) -> tuple[int, int, int]:
     """Heads and channel depths of an attention-augmented layer: ``(heads_eff, d_k, d_v)``.
 
-    ``d_v = heads_eff * max(1, round(upsilon * out_channels / heads_eff))`` and likewise ``d_k`` with ``kappa``
-    (``d_k`` is 0 when ``kappa`` is None). Narrow layers: when ``out_channels`` is too narrow for ``heads`` (fewer
-    than ``heads`` value -- or key -- channels, i.e. ``round(upsilon * out_channels) < heads``), the heads are
-    reduced to the largest divisor of ``heads`` that does not exceed ``max(1, round(upsilon * out_channels))`` (and
-    the same with ``kappa``), so that, e.g., a 16-channel CIFAR ResNet layer with 8 heads builds with 2 heads.
-    The AA paper's WRN setting (8 heads, at least 20 key channels per head) is a recipe, not enforced here.
+    Depths (``h = heads_eff``):
+
+    * ``d_v = h * max(1, round(upsilon * out_channels / h))``;
+    * ``d_k = h * max(1, min_key_dims, round(kappa * out_channels / h))``, or 0 when ``kappa`` is None.
+
+    ``min_key_dims`` is the AA paper's "at least 20 key dimensions per head" (Bello et al. 2019, its WRN setting;
+    with 20, this suite's AA-ResNet-50/101/152 and AA-WRN-28-10 match the paper's parameter counts to 0.4%, see
+    ``docs/papers.md``). With the rule ``d_k`` may exceed ``out_channels`` (the keys are not part of the output):
+    in AA-ResNet-50, stage 2's 128-channel layers get 8 x 20 = 160 key channels. ``kappa`` therefore has no upper
+    bound; ``min_key_dims=0`` gives ``kappa`` alone.
+
+    Heads of narrow layers: ``heads`` is reduced to the largest divisor ``h`` of ``heads`` such that every head
+    keeps at least one value channel, ``h <= max(1, round(upsilon * out_channels))``; e.g. a 16-channel CIFAR layer
+    with 8 heads and upsilon 0.1 builds with 2 heads. With ``min_key_dims=0`` the key channels limit the heads the
+    same way (``h <= max(1, round(kappa * out_channels))``); with ``min_key_dims >= 1`` every head has
+    ``min_key_dims`` key channels whatever ``kappa`` is, so ``kappa`` no longer limits the heads (it sets ``d_k``
+    only where it asks for more than the minimum). The rule is kept as the paper states it on narrow layers too:
+    a 16-channel layer (2 heads) gets ``d_k = 2 x 20 = 40`` key channels.
 
     Raises:
-        ValueError: ``out_channels < 1``, ``heads < 1``, ``upsilon`` or ``kappa`` outside (0, 1], or a value depth
-            larger than ``out_channels``.
+        ValueError: ``out_channels < 1``, ``heads < 1``, ``upsilon`` outside (0, 1], ``kappa`` not > 0,
+            ``min_key_dims`` not an integer >= 0, or a value depth larger than ``out_channels``.
     """
     _check_positive_ints(out_channels=out_channels, heads=heads)
-    for name, frac in (("upsilon", upsilon), ("kappa", kappa)):
-        if frac is not None and not 0.0 < frac <= 1.0:
-            raise ValueError(f"{name}={frac!r} is out of range; it must be in (0, 1]")
+    if not (isinstance(upsilon, (int, float)) and 0.0 < upsilon <= 1.0):
+        raise ValueError(f"upsilon={upsilon!r} is out of range; it must be in (0, 1]")
+    if kappa is not None and not (isinstance(kappa, (int, float)) and math.isfinite(kappa) and kappa > 0.0):
+        raise ValueError(f"kappa={kappa!r} is out of range; it must be a finite number > 0")
+    if isinstance(min_key_dims, bool) or int(min_key_dims) != min_key_dims or min_key_dims < 0:
+        raise ValueError(f"min_key_dims={min_key_dims!r} is not valid; it must be an integer >= 0 (0: kappa alone)")
     limit = max(1, round(upsilon * out_channels))
-    if kappa is not None:
+    if kappa is not None and min_key_dims == 0:
         limit = min(limit, max(1, round(kappa * out_channels)))
     heads_eff = max(h for h in range(1, heads + 1) if heads % h == 0 and h <= limit)
     dv = heads_eff * max(1, round(upsilon * out_channels / heads_eff))
-    dk = 0 if kappa is None else heads_eff * max(1, round(kappa * out_channels / heads_eff))
+    dk = 0 if kappa is None else heads_eff * max(1, int(min_key_dims), round(kappa * out_channels / heads_eff))
     if dv > out_channels:
         raise ValueError(f"upsilon={upsilon!r} with heads={heads_eff} gives {dv} value channels, more than "
                          f"out_channels={out_channels}; lower upsilon or heads")
@@ -204,13 +220,32 @@ def explicit_attention(v: torch.Tensor, radius, kernel: str = "gaussian", *,
 
 
 def explicit_attention_reference(v: torch.Tensor, radius, kernel: str = "gaussian") -> torch.Tensor:
-    """Plain reference of :func:`explicit_attention`: the dense map of :func:`explicit_attention_map`, then a
-    matmul, for every kernel."""
+    """Plain reference of :func:`explicit_attention`, written from the definition (``papers.md`` section 1) and
+    sharing no code with the fast path: pixel coordinates ``(p // W, p % W)``, the distance ``d`` between them,
+    the kernel formula itself (``gaussian`` exp(-d^2 / (2 r^2)), ``laplacian`` exp(-d / r), ``cauchy``
+    1 / (1 + (d / r)^2), ``uniform`` 1), each row divided by its sum, then ``O[p] = sum_q A[p, q] v[q]``.
+    Differentiable in ``v`` and ``radius``. For tests: memory O((HW)^2) per radius, no care for underflow (a
+    Gaussian row keeps at least its own position, ``exp(0) = 1``)."""
+    _check_kernel(kernel)
     _check_v(v)
     B, heads, d, H, W = v.shape
     r = _as_radius(radius, v.device, v.dtype)
     _check_heads(r, heads)
-    A = explicit_attention_map(H, W, r, kernel).expand(heads, H * W, H * W)
+    p = torch.arange(H * W, device=v.device)
+    y, x = (p // W).to(v.dtype), (p % W).to(v.dtype)
+    dist = torch.sqrt((y[:, None] - y[None, :]) ** 2 + (x[:, None] - x[None, :]) ** 2)   # (HW, HW)
+    maps = []
+    for rh in r.expand(heads):
+        if kernel == "gaussian":
+            k = torch.exp(-dist ** 2 / (2 * rh ** 2))
+        elif kernel == "laplacian":
+            k = torch.exp(-dist / rh)
+        elif kernel == "cauchy":
+            k = 1 / (1 + (dist / rh) ** 2)
+        else:
+            k = torch.ones_like(dist)
+        maps.append(k / k.sum(dim=1, keepdim=True))
+    A = torch.stack(maps)                                                               # (heads, HW, HW)
     out = torch.einsum("hpq,bhdq->bhdp", A, v.reshape(B, heads, d, H * W))
     return out.reshape(v.shape)
 
