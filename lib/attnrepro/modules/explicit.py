@@ -15,10 +15,11 @@ parameter") or one per head, learnable or frozen; kernels other than the Gaussia
 the attention runs on the average-pooled input (as AA's does). Narrow layers reduce their heads, see
 :func:`~attnrepro.modules.functional.attention_channels`.
 
-Speed (this suite's, exact): in training mode the layer runs *folded*. Because the map only mixes positions and its
+Speed (this suite's, exact): the layer runs *folded*. Because the map only mixes positions and its
 rows sum to 1, ``W_O A (W_V X) + b = A (W_O W_V X) + b``, and ``W_O W_V`` sits in the conv's kernel as ``d_v`` extra
 output channels, so one convolution replaces three (conv part, ``W_V``, ``W_O``). The parameters stay those of the
-layer as defined; eval mode runs the definition, which is what ``attnrepro.flops`` counts. ``layer.fold`` (None,
+layer as defined. Under ``torch.jit`` tracing (how fvcore, and so ``attnrepro.flops``, sees a model) the layer runs
+its definition, so the counts are those of the layer the paper describes, not of the folded computation. ``layer.fold`` (None,
 True, False) overrides the choice; the tests compare both paths, values and gradients.
 """
 from __future__ import annotations
@@ -100,7 +101,7 @@ class ExpAttConv2d(nn.Module):
         else:
             self.register_buffer("log_radius", s)
         self._map_cache = None
-        self.fold: bool | None = None  # None: folded in training mode only (see forward)
+        self.fold: bool | None = None  # None: folded except while traced (see forward)
 
     @property
     def radius(self) -> torch.Tensor:
@@ -171,9 +172,9 @@ class ExpAttConv2d(nn.Module):
         return concat_conv(self.conv, x, self.proj(o.reshape(B, self.dv, H, W)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # Folded (one conv) in training, where it saves two small convs and their backward passes; as defined in
-        # eval, so that op counters (attnrepro.flops counts in eval mode) see the layer the paper describes.
-        fold = self.fold if self.fold is not None else self.training
+        # Folded (one conv instead of three) whenever the layer runs; as defined while it is being traced, so that
+        # op counters (fvcore traces the model: attnrepro.flops) count the layer the paper describes.
+        fold = self.fold if self.fold is not None else not torch.jit.is_tracing()
         H, W = x.shape[-2:]
         taps = self._fold_taps(H, W) if fold else None
         return self._forward_reference(x) if taps is None else self._forward_folded(x, taps)

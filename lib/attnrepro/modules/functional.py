@@ -215,8 +215,13 @@ def explicit_attention(v: torch.Tensor, radius, kernel: str = "gaussian", *,
     A = (explicit_attention_map(H, W, r, kernel) if attn_map is None else attn_map).to(v.dtype)
     if A.dim() != 3 or tuple(A.shape[1:]) != (H * W, H * W) or A.shape[0] not in (1, heads):
         raise ValueError(f"attn_map has shape {tuple(A.shape)}; it must be (1 or {heads}, {H * W}, {H * W})")
-    out = v.reshape(B, heads, d, H * W) @ A.transpose(-1, -2)  # A: (1 or heads, HW, HW)
-    return out.reshape(B, heads, d, H, W)
+    if A.shape[0] == 1:
+        # one map for every head: a single (B*heads*d, HW) x (HW, HW) GEMM. (A broadcast batched matmul would
+        # materialise the map once per batch element and head, B*heads copies of an HW x HW matrix.)
+        return (v.reshape(B * heads * d, H * W) @ A[0].transpose(0, 1)).reshape(B, heads, d, H, W)
+    vh = v.transpose(0, 1).reshape(heads, B * d, H * W)              # per head: (B*d, HW) x (HW, HW)
+    out = torch.bmm(vh, A.transpose(-1, -2))
+    return out.reshape(heads, B, d, H, W).transpose(0, 1)
 
 
 def explicit_attention_reference(v: torch.Tensor, radius, kernel: str = "gaussian") -> torch.Tensor:
