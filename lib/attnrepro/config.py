@@ -105,6 +105,8 @@ class RunConfig:
     cudnn_benchmark: bool = _f(True, "CUDA: cudnn.benchmark autotuning")
     tf32: bool = _f(True, "CUDA: TF32 matmuls and convolutions")
     eval_batch_size: int = _f(512, "batch size for evaluation", low=1)
+    eval_every: int = _f(1, "evaluate every N epochs and always after the last one (1: every epoch); the epochs in "
+                            "between record no val_* values. Training is the same whatever N is", low=1)
     checkpoint: bool = _f(True, "write a checkpoint every epoch (atomic) and resume from it")
     max_steps: int = _f(0, "stop each epoch after N steps (0: full epochs); for smoke tests and benchmarks", low=0)
 

@@ -228,3 +228,19 @@ def test_sigkill_in_epoch_2_then_resume(tmp_path):
         torch.set_num_threads(threads)
     assert res["resumed_from_epoch"] == 1 and res["status"] == "finished"
     assert numbers(out) == numbers(tmp_path / "whole")
+
+
+def test_eval_every_skips_evaluations_but_not_training(tmp_path):
+    """eval_every=2 over 3 epochs evaluates after epochs 2 and 3 (the last always), and trains exactly as
+    eval_every=1 does: the same training numbers and the same final accuracy."""
+    every = run_training(dict(TINY, epochs=3), tmp_path / "every", model_fn=tiny_model_fn, verbose=False)
+    sparse = run_training(dict(TINY, epochs=3, eval_every=2), tmp_path / "sparse", model_fn=tiny_model_fn,
+                          verbose=True)
+    a, b = numbers(tmp_path / "every"), numbers(tmp_path / "sparse")
+    assert [r["val_top1"] is None for r in b] == [True, False, False]
+    for ra, rb in zip(a, b):
+        assert ra["train_loss"] == rb["train_loss"] and ra["train_top1"] == rb["train_top1"]
+        if rb["val_top1"] is not None:
+            assert rb["val_top1"] == ra["val_top1"] and rb["val_loss"] == ra["val_loss"]
+    assert sparse["final"] == every["final"]
+    assert sparse["best_val_top1"] == max(r["val_top1"] for r in a[1:])

@@ -3,7 +3,8 @@
 Run folder (``out_dir``; rank 0 writes):
 
 - ``config.json``: ``cfg.to_dict()`` plus ``config_hash``.
-- ``metrics.jsonl``: one object per finished epoch (epoch 1-based, train_loss, train_top1, val_loss, val_top1,
+- ``metrics.jsonl``: one object per finished epoch (epoch 1-based, train_loss, train_top1, val_loss, val_top1 (None
+  on epochs that ``eval_every`` skips),
   val_top5, lr (the rate of the epoch's last step), images_per_s (training images / training seconds),
   epoch_time_s (train + eval), radius {ExpAtt layer: [floats]}), each line fsync'd as it is written.
 - ``metrics.json``: the final record (status finished|failed, reason, config, config_hash, env, wall_time_s,
@@ -345,12 +346,15 @@ def _train(cfg: RunConfig, out: Path, device: torch.device, rank: int, world: in
         tr = _train_epoch(fwd, data.train, epoch, steps_per_epoch, optimizer, scaler, criterion, schedule, cfg,
                           device, progress, main, step_hook)
         t_train = time.perf_counter() - t0
-        va = _evaluate(fwd, data.val, cfg, device, progress, main)
+        evaluated = epoch % cfg.eval_every == 0 or epoch == cfg.epochs
+        va = (_evaluate(fwd, data.val, cfg, device, progress, main) if evaluated
+              else {"loss": None, "top1": None, "top5": None})
         row = {"epoch": epoch, "train_loss": tr["loss"], "train_top1": tr["top1"], "val_loss": va["loss"],
                "val_top1": va["top1"], "val_top5": va["top5"], "lr": tr["lr"],
                "images_per_s": tr["images"] / t_train if t_train > 0 else None,
                "epoch_time_s": time.perf_counter() - t0, "radius": _radii(model)}
-        run.best = row["val_top1"] if run.best is None else max(run.best, row["val_top1"])
+        if evaluated:
+            run.best = row["val_top1"] if run.best is None else max(run.best, row["val_top1"])
         run.history.append(row)
         if main:
             ckpt.append_jsonl(out / METRICS_JSONL, row)
@@ -362,9 +366,11 @@ def _train(cfg: RunConfig, out: Path, device: torch.device, rank: int, world: in
                     "rng": ckpt.rng_state(), "best_val_top1": run.best,
                     "wall_time_s": run.wall(), "peak_mem_mb": run.peak()})
         if verbose:
+            val = (f"val_loss {row['val_loss']:.4f}  val_top1 {row['val_top1']:.2f}" if evaluated
+                   else "(no evaluation this epoch)")
             print(f"epoch {epoch}/{cfg.epochs}  train_loss {row['train_loss']:.4f}  train_top1 {row['train_top1']:.2f}"
-                  f"  val_loss {row['val_loss']:.4f}  val_top1 {row['val_top1']:.2f}  lr {row['lr']:.4g}  "
-                  f"{row['images_per_s'] or 0:.0f} img/s  {row['epoch_time_s']:.1f}s", flush=True)
+                  f"  {val}  lr {row['lr']:.4g}  {row['images_per_s'] or 0:.0f} img/s  {row['epoch_time_s']:.1f}s",
+                  flush=True)
 
     result = run.summary("finished")
     if main:
