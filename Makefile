@@ -9,12 +9,13 @@ ABLATIONS ?= kernel radius_init placement baseline
 FMNIST_DIR := /usr/share/datasets/fashion-mnist
 PYTEST_ARGS ?=
 
-.PHONY: help venv data demo test test-fast bench report clean-runs
+.PHONY: help venv data demo test test-fast bench tables report clean-runs
 
 help:
 	@echo "make demo   - venv + install + data + run the '$(PRESET)' pipeline + build its report"
 	@echo "make test   - venv + install + the test suite"
 	@echo "make bench  - attention cost benchmarks into reports/bench/"
+	@echo "make tables - the papers' params/GFLOPs rows beside the built models, into reports/tables/"
 
 venv: $(STAMP)
 
@@ -49,6 +50,9 @@ test-fast: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/attnrepro bench
+
+tables: $(STAMP)
+	$(BIN)/attnrepro tables
 
 report: $(STAMP)
 	$(BIN)/attnrepro report --preset $(PRESET)

@@ -181,16 +181,18 @@ def test_expatt_dense_kernel_counts_the_dense_map():
 
 
 @pytest.mark.parametrize("relative", [True, False])
-def test_aa_against_hand_count(relative):
+@pytest.mark.parametrize("min_key_dims, dk", [(0, 8), (20, 80)])   # kappa alone; the paper's 20 keys per head
+def test_aa_against_hand_count(relative, min_key_dims, dk):
     from attnrepro.modules import AAConv2d
-    layer = AAConv2d(16, 32, 3, heads=4, kappa=0.25, upsilon=0.25, relative=relative, max_size=8)
-    assert (layer.heads, layer.dk, layer.dv) == (4, 8, 8)
-    H, W, L, dkh, dvh = 6, 7, 42, 2, 2
-    expect = (16 * 24 * 9 * L          # conv part
-              + 16 * (8 + 8 + 8) * L   # qkv 1x1
-              + 8 * L                  # query scaling
+    layer = AAConv2d(16, 32, 3, heads=4, kappa=0.25, upsilon=0.25, relative=relative, max_size=8,
+                     min_key_dims=min_key_dims)
+    assert (layer.heads, layer.dk, layer.dv) == (4, dk, 8)
+    H, W, L, dkh, dvh = 6, 7, 42, dk // 4, 2
+    expect = (16 * 24 * 9 * L           # conv part
+              + 16 * (dk + dk + 8) * L  # qkv 1x1
+              + dk * L                  # query scaling
               + 4 * L * L * (dkh + dvh)  # SDPA: Q K^T and A V
-              + 8 * 8 * L)             # output projection
+              + 8 * 8 * L)              # output projection
     if relative:
         expect += 4 * L * dkh * (2 * W - 1) + 4 * L * dkh * (2 * H - 1)  # q . r^W, q . r^H before rel-to-abs
     assert layer_macs(layer, (1, 16, H, W)) == expect
@@ -258,3 +260,39 @@ def test_count_does_not_depend_on_what_ran_before():
     with torch.no_grad():
         model(torch.randn(1, 3, 16, 16))
     assert count_macs(model, (1, 3, 16, 16)) == first
+
+
+def test_integer_products_are_not_model_compute():
+    def fn(x):
+        idx = torch.arange(12).reshape(3, 4) * 2       # integer index arithmetic: 0
+        return x * 3.0 + idx.float().sum()              # one float product per element: 2*3*4*5
+
+    total, unsupported = analyse(Fn(fn), torch.randn(2, 3, 4, 5))
+    assert total == 2 * 3 * 4 * 5 and not unsupported
+
+
+def test_input_size_forms():
+    conv = nn.Conv2d(3, 8, 3, padding=1, bias=False)
+    one = 8 * 3 * 9 * 10 * 10
+    assert count_macs(conv, 10) == count_macs(conv, (3, 10, 10)) == count_macs(conv, (1, 3, 10, 10)) == one
+    assert count_macs(conv, (2, 3, 10, 10)) == 2 * one
+    for bad in ((3, 10), (1, 3, 0, 10), True):
+        with pytest.raises(ValueError, match="input_size"):
+            count_macs(conv, bad)
+
+
+def test_breakdown_sums_to_the_count_and_names_the_attention_matmuls():
+    from attnrepro.flops import ATTENTION_MATMUL_OPS, mac_breakdown
+    from attnrepro.models import build_model
+    from attnrepro.modules import AAConv2d
+    plain = build_model("resnet20", 10, input_size=16)
+    b = mac_breakdown(plain, (1, 3, 16, 16))
+    assert sum(b[""].values()) == count_macs(plain, (1, 3, 16, 16))
+    assert sum(b["layer1"].values()) + sum(b["layer2"].values()) + sum(b["layer3"].values()) < sum(b[""].values())
+    assert not set(b[""]) & set(ATTENTION_MATMUL_OPS)              # a plain net multiplies no activations together
+    layer = AAConv2d(16, 32, 3, heads=4, kappa=0.25, upsilon=0.25, max_size=8, min_key_dims=0)
+    ops = mac_breakdown(layer, (1, 16, 6, 7))[""]
+    H, W, L, dkh, dvh = 6, 7, 42, 2, 2
+    attention = 4 * L * L * (dkh + dvh) + 4 * L * dkh * (2 * W - 1) + 4 * L * dkh * (2 * H - 1)
+    assert sum(v for op, v in ops.items() if op in ATTENTION_MATMUL_OPS) == attention
+    assert mac_breakdown(layer, (1, 16, 6, 7), warmup=False) == mac_breakdown(layer, (1, 16, 6, 7))

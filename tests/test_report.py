@@ -41,7 +41,7 @@ def test_html_is_self_contained_with_figures(built):
     assert not re.search(r"<script[^>]*src=", html) and "cdnjs" not in html and "mathjax" not in html.lower()
     assert "from attnrepro.report import" not in html          # code cells hidden
     for section in ("Provenance", "Ablation: kernel", "Ablation: radius_init", "Ablation: placement",
-                    "Ablation: baseline", "claims beside these runs", "Benchmarks"):
+                    "Ablation: baseline", "claims beside these runs", "Paper tables", "Benchmarks"):
         assert section in html
     assert "expatt-bench-row" in html and re.search(r"<table[^>]*>.*expatt-bench-row", html, re.S)
     assert re.search(r"<h3[^>]*>attnrepro bench \(cpu\)", html)          # its h1, under the report's h2
@@ -53,6 +53,16 @@ def test_html_names_failed_and_missing_runs(built):
     assert FAIL_REASON in html
     assert "no run folder se-s2" in html and "incomplete" in html
     assert "29: 27 finished, 1 failed, 1 incomplete; 1 expected but missing" in html
+
+
+@pytest.mark.slow
+def test_paper_tables_section(built):
+    _, html = built
+    section = html[html.index("Paper tables"):html.index("Benchmarks")]
+    for model in ("AA-ResNet-50", "SE-WRN-28-10", "expatt vs aa on resnet152"):
+        assert model in section
+    assert "no convention reproduces every row" in section or "reproduced within the paper" in section
+    assert section.count("<code>resnet-v1-strides") >= 1 and "fvcore-default" in section
 
 
 @pytest.mark.slow
@@ -71,4 +81,11 @@ def test_tables_match_the_run_files(built):
     assert set(runs.status) == {"finished", "failed", "incomplete", "missing"}
     claims = pd.read_csv(out / "claims.csv").set_index("id")
     assert claims.loc["expatt_over_resnet", "status"] == "consistent"
+    # cost claims are judged on the paper's models, not on these runs' resnet20s
+    from attnrepro import tables
+    paper = pd.read_csv(out / "paper_tables.csv")
+    rel = paper[(paper.table == "claim expatt_fewer_params_than_aa") & (paper.convention == "fvcore-default")]
+    assert claims.loc["expatt_fewer_params_than_aa", "value"] == pytest.approx(rel.measured.iloc[0])
+    assert claims.loc["expatt_fewer_params_than_aa", "status"] in ("consistent", "inconsistent")
+    assert len(paper) == len(tables.load_paper_rows()) * len(tables.CONVENTIONS)
     assert (out / "report.ipynb").is_file() and (out / "figures" / "baseline-top1_vs_macs.png").is_file()

@@ -12,7 +12,8 @@ import pytest
 from scipy import stats
 
 from attnrepro import figures, results
-from attnrepro.report import Report, evaluate_claims, judge_claim, load_claims
+from attnrepro.report import (Report, bold_best, check_claim, evaluate_claims, judge_claim, judge_cost_claim,
+                              load_claims)
 
 PRESET = "tiny"
 EPOCHS = 12
@@ -103,6 +104,16 @@ def runs(runs_root) -> pd.DataFrame:
     return results.load_runs(runs_root, PRESET)
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Cost claims count models: one intra-op thread avoids OpenMP spinning on shared CPUs."""
+    import torch
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 # ------------------------------------------------------------------------------------------------ statistics
 def test_t_interval_matches_scipy():
     x = [91.2, 90.5, 92.0, 91.7]
@@ -190,6 +201,98 @@ def test_summarize_against_files(runs):
     assert uni.n == 2 and uni.n_incomplete == 1
 
 
+def test_summary_epochs_is_the_fewest_and_costs_are_medians(runs):
+    short = runs.copy()
+    i = short.index[(short.ablation == "baseline") & (short.variant == "expatt") & (short.seed == 2)][0]
+    short.loc[i, "epochs_completed"] = 4
+    short.loc[i, "params"] = 1.0           # an outlier: the median ignores it, a mean would not
+    summ = results.summarize(short).set_index(["ablation", "variant"])
+    assert summ.loc[("baseline", "expatt"), "epochs"] == 4
+    assert summ.loc[("baseline", "none"), "epochs"] == EPOCHS
+    assert summ.loc[("baseline", "expatt"), "params"] == PARAMS["expatt"]
+    # failed and incomplete runs are not among the finished: their 2 epochs do not count
+    assert summ.loc[("baseline", "aa"), "epochs"] == EPOCHS and summ.loc[("kernel", "uniform"), "epochs"] == EPOCHS
+    assert summ.loc[("baseline", "expatt"), "images_per_s"] == pytest.approx(np.mean([1000.0 + s for s in SEEDS]))
+
+
+def test_statuses_read_from_metrics_json(tmp_path):
+    root = write_runs(tmp_path)
+    base = root / PRESET / "baseline"
+
+    def edit(run, **kw):
+        p = base / run / "metrics.json"
+        m = json.loads(p.read_text())
+        m.update(kw)
+        p.write_text(json.dumps(m))
+
+    edit("none-s0", status="running")
+    edit("none-s1", status="exploded", reason="oops")
+    edit("expatt-s0", status="failed", reason=None)         # a failed run keeps no final top-1, even if written
+    edit("expatt-s1", env={"python": "3.11", "git_commit": "abc", "git_dirty": True})
+    with open(base / "expatt-s2" / "metrics.jsonl", "a") as f:
+        f.write('{"epoch": 13, "val_to')                      # torn last line: skipped
+    df = results.load_runs(root, PRESET).set_index(["ablation", "variant", "seed"])
+    r = df.loc[("baseline", "none", 0)]
+    assert r.status == "incomplete" and "running" in r.reason and math.isnan(r.val_top1)
+    r = df.loc[("baseline", "none", 1)]
+    assert r.status == "failed" and r.reason == "unknown status 'exploded': oops"
+    r = df.loc[("baseline", "expatt", 0)]
+    assert r.status == "failed" and r.reason == "failed (no reason recorded)" and math.isnan(r.val_top1)
+    assert math.isnan(r.best_val_top1)
+    assert df.loc[("baseline", "expatt", 1), "git_commit"] == "abc (with uncommitted changes)"
+    assert df.loc[("baseline", "expatt", 2), "git_commit"] == "abc123"
+    cur = results.load_curves(root, PRESET)
+    assert cur[(cur.variant == "expatt") & (cur.seed == 2) & (cur.ablation == "baseline")].epoch.max() == EPOCHS
+
+
+def test_match_variant_needs_every_key(runs):
+    m = results.match_variant
+    assert m(runs, "radius_init", {"attention": "expatt", "radius_init": 0.5}) == ["r0.5-learn"]
+    assert m(runs, "radius_init", {"radius_init": 0.5 + 1e-12}) == ["r0.5-learn"]      # numbers compared as numbers
+    assert m(runs, "placement", {"stages": [3]}) == ["s3"] and m(runs, "placement", {"stages": None}) == ["none"]
+    assert m(runs, "kernel", None) == ["gaussian"] and m(runs, "kernel", "uniform") == ["uniform"]
+    assert m(runs, "kernel", "cauchy") == [] and m(runs, "kernel", {"kernel": "cauchy"}) == []
+    assert m(runs, "nothing", {"kernel": "uniform"}) == []
+
+
+def test_natural_order_and_ablation_order(runs):
+    assert sorted(["r10", "r2", "r0.5", "r1", "s10", "s2"], key=results.natural_key) == \
+        ["r0.5", "r1", "r2", "r10", "s2", "s10"]
+    extra = runs.iloc[:1].copy()
+    extra["ablation"] = "aaa"
+    assert results.ablations(pd.concat([extra, runs])) == ["kernel", "radius_init", "placement", "baseline", "aaa"]
+
+
+def test_bold_marks_the_highest_top1_and_the_fewest_params():
+    t = pd.DataFrame([
+        {"variant": "a", "is_reference": True, "n": 3, "n_expected": 3, "n_failed": 0, "n_incomplete": 0,
+         "n_missing": 0, "mean": 90.0, "half": 0.5, "n_pairs": 3, "delta": 0.0, "delta_low": math.nan,
+         "delta_high": math.nan, "params": 300.0, "macs": 10.0, "images_per_s": 5.0, "epochs": 12},
+        {"variant": "b", "is_reference": False, "n": 3, "n_expected": 3, "n_failed": 0, "n_incomplete": 0,
+         "n_missing": 0, "mean": 91.0, "half": 0.5, "n_pairs": 3, "delta": 1.0, "delta_low": 0.5,
+         "delta_high": 1.5, "params": 200.0, "macs": 20.0, "images_per_s": 4.0, "epochs": 12}])
+    from attnrepro.report import display_table
+    disp, num = display_table(t)
+    css = bold_best(disp, num)._compute().ctx          # (row, column) -> [(property, value)]
+    bold = {(disp.index[i], disp.columns[j]) for (i, j), v in css.items() if ("font-weight", "bold") in v}
+    assert (1, "top-1 % (mean ± 95% CI)") in bold and (1, "params") in bold and (0, "MACs") in bold
+    assert (0, "images/s") in bold and (0, "params") not in bold and (1, "MACs") not in bold
+
+
+def test_scale_warning_names_the_fewest_epochs_and_seeds(runs):
+    rep = Report.__new__(Report)     # only the frames _scale_warning reads
+    rep.claims_data = {"defaults": {"min_epochs": 10, "min_seeds": 2}}
+    rep.runs = runs
+    assert rep._scale_warning() is None
+    short = runs.copy()
+    short.loc[short.index[short.status == "finished"][0], "epochs_completed"] = 3
+    rep.runs = short
+    assert "only 3 epochs (< 10)" in rep._scale_warning()
+    one = runs[runs.seed == 0]
+    rep.runs = one
+    assert "only 1 finished seed (< 2)" in rep._scale_warning()
+
+
 def test_paired_deltas(runs):
     d = results.paired_deltas(runs, "baseline").set_index("variant")
     # aa: seed 1 failed, so pairs are seeds 0 and 2 only
@@ -256,20 +359,164 @@ def test_claims_rule(runs):
     assert r["status"] == "not testable" and "1 paired seed < 2" in r["why"]
     absent = judge_claim(_claim(compare={"ablation": "baseline", "variant": {"attention": "aw"}}), runs)
     assert absent["status"] == "not testable" and "no variant" in absent["why"]
-    cost = judge_claim(_claim(kind="cost", metric="params", direction="less",
-                              compare={"ablation": "baseline", "variant": "expatt", "reference": "aa"}), runs)
-    assert cost["status"] == "consistent"
-    assert cost["value"] == pytest.approx(100 * (PARAMS["expatt"] - PARAMS["aa"]) / PARAMS["aa"])
+
+
+def _se_vs_none():
+    """se vs none in the baseline: paired deltas over seeds 0 and 1 (se seed 2 is missing)."""
+    d = [top1("baseline", "se", s) - top1("baseline", "none", s) for s in (0, 1)]
+    return stats.t.interval(0.95, 1, loc=np.mean(d), scale=stats.sem(d))
+
+
+def test_claimed_size_judged_with_the_far_end_of_the_interval(runs):
+    # an interval that holds both 0 and the claimed effect cannot tell them apart: not testable, in the setting too
+    lo, hi = _se_vs_none()
+    effect = round(hi / 2, 2)
+    assert lo < 0 < effect < hi
+    c = _claim(compare={"ablation": "baseline", "variant": "se", "reference": "none"}, effect=effect,
+               setting={"dataset": "fashion_mnist", "model": "resnet20"})
+    r = judge_claim(c, runs)
+    assert r["status"] == "not testable" and "includes 0" in r["why"]
+    assert (r["low"], r["high"]) == (pytest.approx(lo), pytest.approx(hi))
+    c["effect"] = round(hi + 0.5, 2)    # beyond the interval's far end: excluded, so inconsistent
+    assert judge_claim(c, runs)["status"] == "inconsistent"
+
+
+def test_direction_less_uses_the_mirrored_interval(runs):
+    lo, hi = _se_vs_none()
+    c = _claim(compare={"ablation": "baseline", "variant": "se", "reference": "none"}, direction="less")
+    assert lo < 0 < hi and judge_claim(c, runs)["status"] == "not testable"
+    c = _claim(compare={"ablation": "baseline", "variant": "none", "reference": "expatt"}, direction="less")
+    assert judge_claim(c, runs)["status"] == "consistent"
+    # in the setting, a "less" claim of a size beyond the interval's far end
+    c = _claim(compare={"ablation": "baseline", "variant": "se", "reference": "none"}, direction="less",
+               effect=round(-lo + 0.5, 2), setting={"dataset": "fashion_mnist", "model": "resnet20"})
+    r = judge_claim(c, runs)
+    assert r["status"] == "inconsistent" and "excludes the claimed" in r["why"]
+
+
+def test_the_fewest_epochs_and_any_truncated_run_make_a_claim_untestable(runs):
+    short = runs.copy()
+    i = short.index[(short.ablation == "baseline") & (short.variant == "expatt") & (short.seed == 1)][0]
+    short.loc[i, "epochs_completed"] = 5          # one run of six stopped early
+    r = judge_claim(_claim(), short)
+    assert r["status"] == "not testable" and "5 epochs < 10" in r["why"]
+    cut = runs.copy()
+    cut.loc[i, "max_steps"] = 3
+    r = judge_claim(_claim(), cut)
+    assert r["status"] == "not testable" and "max_steps=3" in r["why"]
+    # a finished run outside the pairs does not count: without expatt seed 2, the reference's seed 2 is unpaired
+    other = runs[~((runs.ablation == "baseline") & (runs.variant == "expatt") & (runs.seed == 2))].copy()
+    j = other.index[(other.ablation == "baseline") & (other.variant == "none") & (other.seed == 2)][0]
+    other.loc[j, ["epochs_completed", "max_steps"]] = [1, 3]
+    r = judge_claim(_claim(), other)
+    assert r["status"] == "consistent" and r["n_pairs"] == 2
+
+
+def test_setting_needs_every_compared_run(runs):
+    big = _claim(compare={"ablation": "baseline", "variant": "se", "reference": "none"}, effect=5.0,
+                 setting={"dataset": "fashion_mnist", "model": "resnet20"})
+    mixed = runs.copy()
+    mixed.loc[(mixed.variant == "se") & (mixed.seed == 0), "model"] = "resnet32"
+    assert judge_claim(big, mixed)["status"] == "not testable"   # not the paper's setting: size not judged
+
+
+def test_aw_on_top_of_gates_compares_the_combined_kinds(runs):
+    claims = {c["id"]: c for c in load_claims()["claims"]}
+    for gate in ("se", "cbam"):
+        c = claims[f"aw_on_top_of_{gate}"]
+        assert c["compare"] == {"ablation": "baseline", "variant": {"attention": f"aw+{gate}"},
+                                "reference": {"attention": gate}}
+        assert c.get("testable", True) is not False
+    # with runs of aw+se beside se, the claim is judged on them
+    se = runs[(runs.ablation == "baseline") & (runs.variant == "se")].copy()
+    aw = se.copy()
+    aw["variant"], aw["attention"] = "aw+se", "aw+se"
+    aw["val_top1"] = aw["val_top1"] + [2.0, 2.1]
+    aw["varied"] = [{"attention": "aw+se"}] * len(aw)
+    aw["config"] = [{**c, "attention": "aw+se"} for c in aw["config"]]
+    aw["is_reference"] = False
+    both = pd.concat([runs, aw], ignore_index=True)
+    r = judge_claim(claims["aw_on_top_of_se"], both)
+    assert (r["variant"], r["reference"], r["n_pairs"]) == ("aw+se", "se", 2)
+    assert r["status"] == "consistent" and r["value"] == pytest.approx(2.05)
+    r = judge_claim(claims["aw_on_top_of_cbam"], both)
+    assert r["status"] == "not testable" and "no variant" in r["why"]
+
+
+# ------------------------------------------------------------------------------------------------ cost claims
+def _cost(**kw):
+    c = {"id": "cost", "paper": "p", "claim": "c", "reported": "r", "kind": "cost", "metric": "params",
+         "direction": "less", "effect": None, "tolerance": 0.5,
+         "build": {"model": "resnet20", "input_size": 16, "num_classes": 10, "variant": {"attention": "expatt"},
+                   "reference": {"attention": "aa"}}}
+    c.update(kw)
+    return c
+
+
+def test_cost_claims_are_judged_on_the_built_models_against_the_claimed_size():
+    from attnrepro.flops import count_macs, count_params
+    from attnrepro.models import build_model
+
+    ex = build_model("resnet20", 10, attention="expatt", input_size=16)
+    aa = build_model("resnet20", 10, attention="aa", input_size=16)
+    rel = 100 * (count_params(ex) - count_params(aa)) / count_params(aa)
+    assert rel < 0
+    no_runs = pd.DataFrame()
+    ok = judge_cost_claim(_cost(effect=round(rel + 0.4, 1)))      # within 0.5 pp
+    assert ok["status"] == "consistent" and ok["value"] == pytest.approx(rel)
+    assert judge_claim(_cost(effect=round(rel + 0.4, 1)), no_runs)["status"] == "consistent"   # runs play no part
+    wrong = judge_cost_claim(_cost(effect=round(rel - 1.0, 1)))   # the right sign, the wrong size
+    assert wrong["status"] == "inconsistent" and "> the declared tolerance 0.5 pp" in wrong["why"]
+    assert judge_cost_claim(_cost(effect=round(rel - 1.0, 1), tolerance=1.5))["status"] == "consistent"
+    # sign only when the paper gives no size
+    assert judge_cost_claim(_cost())["status"] == "consistent"
+    assert judge_cost_claim(_cost(direction="greater"))["status"] == "inconsistent"
+    macs = 100 * (count_macs(ex, 16) - count_macs(aa, 16)) / count_macs(aa, 16)
+    m = judge_cost_claim(_cost(metric="macs", effect=round(macs, 1)))
+    assert m["status"] == "consistent" and m["value"] == pytest.approx(macs)
+    no_mm = judge_cost_claim(_cost(metric="macs", effect=round(macs, 1), convention="no-attention-matmuls"))
+    assert no_mm["value"] != pytest.approx(macs)
+
+
+def test_cost_claims_are_checked():
+    with pytest.raises(ValueError, match="tolerance"):
+        check_claim(_cost(effect=-5.0, tolerance=None))
+    with pytest.raises(ValueError, match="choose one of: fvcore-default"):
+        check_claim(_cost(convention="tf"))
+    with pytest.raises(ValueError, match="does not have the sign"):
+        check_claim(_cost(effect=5.0))
+    with pytest.raises(ValueError, match="choose one of: params, macs"):
+        check_claim(_cost(metric="val_top1"))
+    with pytest.raises(ValueError, match="build"):
+        check_claim(_cost(build={"model": "resnet20"}))
+    with pytest.raises(ValueError, match="lacks 'compare'"):
+        check_claim({k: v for k, v in _claim().items() if k != "compare"})
 
 
 def test_package_claims_all_evaluate(runs):
     claims = load_claims()
     assert len(claims["claims"]) >= 8 and "not testable" in claims["rule"]
+    assert "tolerance" in claims["rule"] and "paper's own setting" in claims["rule"]
     ev = evaluate_claims(runs)
     assert set(ev.status) <= {"consistent", "inconsistent", "not testable"}
     row = ev.set_index("id").loc["expatt_over_resnet"]
     assert row.status == "consistent" and row.variant == "expatt" and row.reference == "none"
-    assert evaluate_claims(runs.iloc[0:0]).status.eq("not testable").all()
+    cost = [c for c in claims["claims"] if c["kind"] == "cost"]
+    assert len(cost) == 2
+    for c in cost:
+        assert c["build"]["model"] == "resnet152" and c["build"]["input_size"] == 224
+        assert c["tolerance"] > 0 and len(c["tolerance_why"]) > 100
+    empty = evaluate_claims(runs.iloc[0:0]).set_index("id")
+    kinds = {c["id"]: c["kind"] for c in claims["claims"]}
+    assert all(empty.loc[i, "status"] == "not testable" for i, k in kinds.items() if k == "accuracy")
+    # cost claims need no runs: judged on ResNet-152 at 224 px whatever the runs hold
+    from attnrepro.flops import count_params
+    from attnrepro.models import build_model
+    p = {a: count_params(build_model("resnet152", 1000, attention=a)) for a in ("expatt", "aa")}
+    rel = 100 * (p["expatt"] - p["aa"]) / p["aa"]
+    r = empty.loc["expatt_fewer_params_than_aa"]
+    assert r.value == pytest.approx(rel) and r.status == ("consistent" if abs(rel + 6.4) <= 1.0 else "inconsistent")
+    assert empty.loc["expatt_fewer_macs_than_aa", "status"] in ("consistent", "inconsistent")
 
 
 # ------------------------------------------------------------------------------------------------ figures + report
@@ -305,7 +552,18 @@ def test_report_items_with_runs_and_without(runs_root, tmp_path):
     paths = rep.write_csvs(tmp_path / "out")
     base = pd.read_csv(tmp_path / "out" / "baseline.csv").set_index("variant")
     assert base.loc["expatt", "mean"] == pytest.approx(np.mean([top1("baseline", "expatt", s) for s in SEEDS]))
-    assert {p.name for p in paths} >= {"runs.csv", "baseline.csv", "claims.csv"}
+    assert {p.name for p in paths} >= {"runs.csv", "baseline.csv", "claims.csv", "paper_tables.csv"}
+    from attnrepro import tables
+    want = tables.build_tables()     # the report's section and CSV are this table (counted once per process)
+    got = pd.read_csv(tmp_path / "out" / "paper_tables.csv")
+    assert len(got) == len(want) and np.allclose(got["measured"], want["measured"])
+    assert got["reported"].tolist() == want["reported"].tolist()
+    items = rep.paper_tables_items()
+    text = " ".join(x.data for x in items if isinstance(getattr(x, "data", None), str))
+    assert "Paper tables" in text and "fvcore-default" in text
+    for line in tables.column_verdicts(want):
+        assert line.split(":")[0] in text
+    assert len(items[-1].data) == len(tables.load_paper_rows())      # one table row per paper row
     empty = Report(tmp_path / "none", "smoke")
     html = " ".join(x.data for x in empty.provenance_items() if isinstance(getattr(x, "data", None), str))
     assert "No runs found" in html

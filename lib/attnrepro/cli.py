@@ -1,4 +1,4 @@
-"""``attnrepro`` command line: train | run | list | report | bench | config.
+"""``attnrepro`` command line: train | run | list | report | bench | tables | findings | config.
 
 Each command lives in its own module, which exposes ``configure(parser)`` (adds its arguments) and
 ``run(args) -> int`` (does the work); a module that serves several commands names them ``configure_<command>`` and
@@ -28,6 +28,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "list": ("attnrepro.pipeline", "list ablations, presets and what their grids expand to"),
     "report": ("attnrepro.report", "build reports/<preset>/report.html from the runs"),
     "bench": ("attnrepro.bench", "benchmark what each attention costs; CSV + markdown under reports/bench/"),
+    "tables": ("attnrepro.tables", "the papers' params/GFLOPs rows beside the built models; reports/tables/"),
+    "findings": ("attnrepro.findings", "what a preset's report found, by the findings rule; --readme updates README"),
     "config": ("attnrepro.cli", "print every run-config key with its type, default and choices"),
 }
 

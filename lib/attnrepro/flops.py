@@ -26,6 +26,11 @@ What is counted, beyond fvcore's defaults (conv, linear/addmm, batch norm, adapt
     - Ops that do no multiply-adds are explicitly *ignored* (listed in :data:`NO_MAC_OPS`: additions,
       reductions, max/avg pooling, softmax and other pointwise non-linearities, indexing and copies). Any other op
       fvcore has no handle for still produces fvcore's "unsupported operator" warning, on purpose.
+
+Breakdowns: :func:`mac_breakdown` gives the MACs per module and per op (fvcore's op names, without ``aten::``) from
+one trace; :data:`ATTENTION_MATMUL_OPS` names the ops that multiply activations with attention maps (SDPA, matmul,
+einsum), which a counter that only sees layers (conv, linear) would not count. :mod:`attnrepro.tables` builds its
+counting conventions on these.
 """
 from __future__ import annotations
 
@@ -37,8 +42,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-__all__ = ["count_params", "count_macs", "complexity", "complexity_table", "flop_analysis", "NO_MAC_OPS",
-           "matmul_macs", "einsum_macs", "sdpa_macs"]
+__all__ = ["count_params", "count_macs", "mac_breakdown", "complexity", "complexity_table", "flop_analysis",
+           "NO_MAC_OPS", "ATTENTION_MATMUL_OPS", "matmul_macs", "einsum_macs", "sdpa_macs"]
 
 # Ops that do no multiply-accumulate (sums, maxima, pointwise non-linearities, data movement). fvcore would warn
 # "unsupported operator" for them; they are ignored by name, never by switching the warnings off.
@@ -60,6 +65,13 @@ NO_MAC_OPS: tuple[str, ...] = (
     "aten::masked_fill_", "aten::fill_", "aten::zero_", "aten::tril", "aten::triu", "aten::meshgrid",
     "aten::repeat_interleave", "aten::contiguous", "aten::unfold", "aten::as_strided",
 )
+
+
+# Ops, as fvcore names them in its breakdowns, that multiply activations by activations or by an attention map: the
+# attention matmuls of AA (SDPA: Q K^T and A V; the relative logits) and of ExpAtt (the map applied to V). Plain and
+# gated ResNets have none of them (the classifier is ``linear``/``addmm``).
+ATTENTION_MATMUL_OPS: tuple[str, ...] = ("scaled_dot_product_attention", "matmul", "mm", "bmm", "einsum",
+                                         "PythonOp._RelativeAttention")
 
 
 def _shape(v: Any) -> list[int] | None:
@@ -167,7 +179,11 @@ def count_params(model: nn.Module) -> int:
 def _input_shape(input_size: int | Sequence[int]) -> tuple[int, ...]:
     if isinstance(input_size, int) and not isinstance(input_size, bool):
         return (1, 3, input_size, input_size)
-    shape = tuple(int(s) for s in input_size)
+    try:
+        shape = tuple(int(s) for s in input_size)
+    except (TypeError, ValueError):
+        raise ValueError(f"input_size={input_size!r} must be an int side or a (C, H, W) / (B, C, H, W) shape") \
+            from None
     if len(shape) == 3:
         shape = (1,) + shape
     if len(shape) != 4 or min(shape) < 1:
@@ -185,10 +201,10 @@ def flop_analysis(model: nn.Module, inputs: torch.Tensor | tuple) -> Any:
     return fa
 
 
-def count_macs(model: nn.Module, input_size: int | Sequence[int] = (1, 3, 224, 224)) -> int:
-    """Multiply-accumulates of one forward pass in eval mode for an input of shape ``input_size``
-    (``(B, C, H, W)``, ``(C, H, W)`` or an int side with 3 channels); MACs for the whole batch, so the default
-    batch of 1 gives MACs per image. GFLOPs in AA's convention are ``2 * macs / 1e9``."""
+def _analysed(model: nn.Module, input_size: int | Sequence[int], read: Any, warmup: bool = True) -> Any:
+    """``read(FlopCountAnalysis)`` for one forward of ``model`` in eval mode on zeros of ``input_size``, after one
+    untraced warm-up forward (unless ``warmup`` is False: the caller has just run the model in eval mode on this
+    shape); the model's train/eval mode is restored."""
     shape = _input_shape(input_size)
     param = next(iter(model.parameters()), None)
     device = param.device if param is not None else torch.device("cpu")
@@ -197,14 +213,34 @@ def count_macs(model: nn.Module, input_size: int | Sequence[int] = (1, 3, 224, 2
     was_training = model.training
     model.eval()
     try:
-        with torch.no_grad():
-            model(x)  # warm-up: layers that cache constants in eval (ExpAtt's dense maps) are counted as they run
+        if warmup:
+            with torch.no_grad():
+                model(x)  # warm-up: layers that cache constants in eval (ExpAtt's dense maps) are counted as they run
         with torch.no_grad(), warnings.catch_warnings():
             # fvcore traces with torch.jit, which torch now marks deprecated; that notice is not about the count.
             warnings.filterwarnings("ignore", message=r".*torch\.jit\.\w+` is deprecated", category=FutureWarning)
-            return int(flop_analysis(model, x).total())
+            return read(flop_analysis(model, x))
     finally:
         model.train(was_training)
+
+
+def count_macs(model: nn.Module, input_size: int | Sequence[int] = (1, 3, 224, 224)) -> int:
+    """Multiply-accumulates of one forward pass in eval mode for an input of shape ``input_size``
+    (``(B, C, H, W)``, ``(C, H, W)`` or an int side with 3 channels); MACs for the whole batch, so the default
+    batch of 1 gives MACs per image. GFLOPs in AA's convention are ``2 * macs / 1e9``."""
+    return int(_analysed(model, input_size, lambda fa: fa.total()))
+
+
+def mac_breakdown(model: nn.Module, input_size: int | Sequence[int] = (1, 3, 224, 224), *, warmup: bool = True
+                  ) -> dict[str, dict[str, int]]:
+    """MACs per module and op from one trace (counted as :func:`count_macs` counts): ``{module name: {op: MACs}}``,
+    with ``""`` the whole model and op names as fvcore gives them (``conv``, ``scaled_dot_product_attention``...).
+    ``sum(mac_breakdown(m, s)[""].values()) == count_macs(m, s)``. ``warmup=False`` skips the untraced warm-up
+    forward, for a caller that has just run the model in eval mode on this input shape."""
+    def read(fa):
+        return {name: {op: int(v) for op, v in ops.items() if v}
+                for name, ops in fa.by_module_and_operator().items()}
+    return _analysed(model, input_size, read, warmup)
 
 
 def complexity(model: nn.Module, input_shape: int | Sequence[int] = (1, 3, 224, 224)) -> dict[str, float]:

@@ -14,7 +14,14 @@ written in ``claims.yaml`` (``rule``) and implemented by :func:`judge_claim`:
   epochs or truncated epochs (``max_steps > 0``), or the claim is marked untestable; *consistent* when the interval
   excludes 0 on the claimed side; *inconsistent* when it excludes 0 on the other side, or (only in the paper's own
   dataset and model) excludes the claimed effect; otherwise *not testable* (the interval includes 0).
-- cost claims (params, MACs): relative difference of the medians; consistent when its sign is the claimed one.
+- cost claims (params, MACs) need no training: they are judged in the paper's own setting, on the models named in
+  the claim's ``build`` (built with :func:`attnrepro.models.build_model`, counted with :mod:`attnrepro.flops`,
+  whatever the runs hold); *consistent* when the relative difference is within the claim's declared ``tolerance``
+  (percentage points) of the claimed one, *inconsistent* otherwise (:func:`judge_cost_claim`).
+
+The "Paper tables" section (:meth:`Report.paper_tables_items`) sets every params / GFLOPs row of the papers beside the
+models this suite builds, under each counting convention of :mod:`attnrepro.tables`; it and the cost claims share one
+count per model (:func:`attnrepro.tables.measure` is cached for the process).
 """
 from __future__ import annotations
 
@@ -39,6 +46,7 @@ __all__ = ["configure", "run", "build_report", "export_html", "ensure_kernel", "
            "load_claims", "evaluate_claims", "judge_claim", "ABLATIONS", "KERNEL_NAME"]
 
 ABLATIONS = ("kernel", "radius_init", "placement", "baseline")
+DEFAULT_COST_CONVENTION = "fvcore-default"   # attnrepro.tables.DEFAULT_CONVENTION
 _ABLATION_TEXT = {
     "kernel": "ExpAtt with each distance kernel k(d; r) (uniform = global-average control).",
     "radius_init": "ExpAtt with different initial radii (and frozen radii where the grid has them).",
@@ -49,21 +57,53 @@ _ABLATION_TEXT = {
 
 # ================================================================================================= claims
 def load_claims(path: str | Path | None = None) -> dict[str, Any]:
-    """``claims.yaml`` (the package's, unless ``path``) as a dict with ``rule``, ``defaults`` and ``claims``."""
+    """``claims.yaml`` (the package's, unless ``path``) as a dict with ``rule``, ``defaults`` and ``claims``; every
+    claim is checked (:func:`check_claim`)."""
     import yaml
 
     text = Path(path).read_text() if path else resources.files("attnrepro").joinpath("claims.yaml").read_text()
     data = yaml.safe_load(text)
     for c in data["claims"]:
-        for key in ("id", "paper", "claim", "kind", "metric", "direction", "compare"):
-            if key not in c:
-                raise ValueError(f"claim {c.get('id', '?')!r} lacks {key!r}")
-        if c["kind"] not in ("accuracy", "cost"):
-            raise ValueError(f"claim {c['id']!r}: kind={c['kind']!r} is not valid; choose one of: accuracy, cost")
-        if c["direction"] not in ("greater", "less"):
-            raise ValueError(f"claim {c['id']!r}: direction={c['direction']!r} is not valid; "
-                             "choose one of: greater, less")
+        check_claim(c)
     return data
+
+
+def check_claim(c: Mapping[str, Any]) -> None:
+    """Raise ``ValueError`` naming the claim, the bad value and the valid choices when a claim is malformed: accuracy
+    claims need ``compare``; cost claims need ``build`` (the paper's models), a ``metric`` of params or macs, a
+    known ``convention``, and, when they give an effect, a ``tolerance`` >= 0 and an effect whose sign is the
+    direction's."""
+    from .tables import CONVENTIONS, claim_specs
+
+    cid = c.get("id", "?")
+    for key in ("id", "paper", "claim", "kind", "metric", "direction"):
+        if key not in c:
+            raise ValueError(f"claim {cid!r} lacks {key!r}")
+    if c["kind"] not in ("accuracy", "cost"):
+        raise ValueError(f"claim {cid!r}: kind={c['kind']!r} is not valid; choose one of: accuracy, cost")
+    if c["direction"] not in ("greater", "less"):
+        raise ValueError(f"claim {cid!r}: direction={c['direction']!r} is not valid; choose one of: greater, less")
+    if c["kind"] == "accuracy":
+        if "compare" not in c:
+            raise ValueError(f"claim {cid!r} lacks 'compare' (an accuracy claim is judged on the runs)")
+        return
+    if c["metric"] not in ("params", "macs"):
+        raise ValueError(f"claim {cid!r}: metric={c['metric']!r} is not valid for a cost claim; "
+                         "choose one of: params, macs")
+    conv = c.get("convention", DEFAULT_COST_CONVENTION)
+    if conv not in CONVENTIONS:
+        raise ValueError(f"claim {cid!r}: convention={conv!r} is not valid; choose one of: {', '.join(CONVENTIONS)}")
+    claim_specs(c)  # the build section's shape
+    effect = c.get("effect")
+    if effect is None:
+        return
+    tol = c.get("tolerance")
+    if isinstance(tol, bool) or not isinstance(tol, (int, float)) or not tol >= 0:
+        raise ValueError(f"claim {cid!r}: tolerance={tol!r} is not valid; a cost claim with an effect declares a "
+                         "tolerance >= 0 in percentage points of the relative difference")
+    if (float(effect) < 0) != (c["direction"] == "less") or float(effect) == 0:
+        raise ValueError(f"claim {cid!r}: effect={effect!r} does not have the sign of direction={c['direction']!r}; "
+                         "a cost effect is signed as claimed (less: negative, greater: positive)")
 
 
 def _describe_where(where: Any) -> str:
@@ -91,12 +131,14 @@ def judge_claim(claim: Mapping[str, Any], runs: pd.DataFrame, defaults: Mapping[
         difference (cost, percent).
     """
     d = {"min_seeds": 2, "min_epochs": 10, "confidence": 0.95, **dict(defaults or {})}
+    if claim["kind"] == "cost":
+        return judge_cost_claim(claim)
     cmp_ = claim["compare"]
     ablation = cmp_["ablation"]
     sign = 1.0 if claim["direction"] == "greater" else -1.0
     out = {k: claim.get(k) for k in ("id", "paper", "claim", "reported")}
     out.update(variant=None, reference=None, n_pairs=0, value=math.nan, low=math.nan, high=math.nan,
-               unit="pp" if claim["kind"] == "accuracy" else "%", measured="—")
+               unit="pp", measured="—")
     vs = results.match_variant(runs, ablation, cmp_.get("variant"))
     rs = results.match_variant(runs, ablation, cmp_.get("reference"))
     out["comparison"] = (f"{ablation}: {_describe_where(cmp_.get('variant'))} vs "
@@ -118,21 +160,6 @@ def judge_claim(claim: Mapping[str, Any], runs: pd.DataFrame, defaults: Mapping[
     metric = claim["metric"]
     sub = runs[(runs["ablation"] == ablation) & runs["variant"].isin([variant, reference])]
     fin = sub[(sub["status"] == "finished") & sub[metric].notna()]
-
-    if claim["kind"] == "cost":
-        v = fin[fin["variant"] == variant][metric]
-        r = fin[fin["variant"] == reference][metric]
-        if v.empty or r.empty or r.median() == 0:
-            return verdict("not testable", f"no finished run with {metric} on the "
-                                           f"{'variant' if v.empty else 'reference'} side")
-        rel = 100.0 * (v.median() - r.median()) / r.median()
-        out.update(value=rel, n_pairs=int(min(len(v), len(r))),
-                   measured=f"{rel:+.2f}% ({metric}: {v.median():,.0f} vs {r.median():,.0f})")
-        note = "" if _in_setting(fin, claim.get("setting")) else \
-            f"; sign only: measured on {_models(fin)}, not the paper's setting"
-        if rel * sign > 0:
-            return verdict("consistent", f"{metric} {'lower' if sign < 0 else 'higher'} as claimed{note}")
-        return verdict("inconsistent", f"{metric} is not {'lower' if sign < 0 else 'higher'}{note}")
 
     pd_ = results.paired_deltas(runs, ablation, reference, metric, float(d["confidence"]))
     row = pd_[pd_["variant"] == variant].iloc[0]
@@ -173,6 +200,41 @@ def judge_claim(claim: Mapping[str, Any], runs: pd.DataFrame, defaults: Mapping[
     if effect is not None and _in_setting(paired, claim.get("setting")) and s_hi < abs(float(effect)):
         return verdict("inconsistent", f"in the paper's setting, the 95% CI excludes the claimed {abs(effect):g} pp")
     return verdict("not testable", f"the 95% CI includes 0: {n} seeds cannot resolve an effect of this size here")
+
+
+def judge_cost_claim(claim: Mapping[str, Any]) -> dict[str, Any]:
+    """A cost claim judged in the paper's own setting (the rule in ``claims.yaml``): the two models of ``build``
+    built and counted (:func:`attnrepro.tables.measure`, cached per process), ``rel = 100 (variant - reference) /
+    reference`` of params or MACs under the claim's ``convention``; consistent when ``|rel - effect| <=
+    tolerance`` (percentage points), inconsistent otherwise; with no effect, judged on the sign."""
+    from .tables import claim_specs, measure, relative_difference
+
+    check_claim(claim)
+    spec_v, spec_r = claim_specs(claim)
+    conv = claim.get("convention", DEFAULT_COST_CONVENTION)
+    metric = claim["metric"]
+    v, r = measure(spec_v)[conv][metric], measure(spec_r)[conv][metric]
+    rel = relative_difference(v, r)
+    out = {k: claim.get(k) for k in ("id", "paper", "claim", "reported")}
+    b = claim["build"]
+    out.update(comparison=f"built: {b['model']} at {spec_v.input_size} px, {_describe_where(b['variant'])} vs "
+                          f"{_describe_where(b['reference'])} ({conv})",
+               variant=spec_v.label(), reference=spec_r.label(), n_pairs=0, value=rel, low=math.nan,
+               high=math.nan, unit="%", measured=f"{rel:+.2f}% ({metric}: {v:,} vs {r:,})")
+    effect = claim.get("effect")
+    if effect is None:
+        ok = (rel < 0) if claim["direction"] == "less" else (rel > 0)
+        word = "lower" if claim["direction"] == "less" else "higher"
+        out.update(status="consistent" if ok else "inconsistent",
+                   why=f"{metric} {'is' if ok else 'is not'} {word} (no claimed size: sign only)")
+        return out
+    tol = float(claim["tolerance"])
+    miss = abs(rel - float(effect))
+    within = miss <= tol
+    out.update(status="consistent" if within else "inconsistent",
+               why=f"|{rel:+.2f} - ({float(effect):+g})| = {miss:.2f} pp {'<=' if within else '>'} the declared "
+                   f"tolerance {tol:g} pp")
+    return out
 
 
 def _models(rows: pd.DataFrame) -> str:
@@ -298,11 +360,22 @@ class Report:
         self.tables = {a: results.ablation_table(self.runs, a, missing=self.missing) for a in found}
         self.built = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
         self.figures_dir: Path | None = None
+        self._paper_table: pd.DataFrame | None = None
+
+    @property
+    def paper_table(self) -> pd.DataFrame:
+        """:func:`attnrepro.tables.build_tables` (the papers' params / GFLOPs rows beside the built models), computed
+        on first use."""
+        if self._paper_table is None:
+            from . import tables
+            self._paper_table = tables.build_tables()
+        return self._paper_table
 
     # ------------------------------------------------------------------ files
     def write_csvs(self, out_dir: str | Path) -> list[Path]:
-        """``runs.csv`` (one row per run, missing ones included), ``<ablation>.csv``, ``claims.csv``; the figures the
-        report then draws are also saved as ``figures/<ablation>-<i>.png`` beside them."""
+        """``runs.csv`` (one row per run, missing ones included), ``<ablation>.csv``, ``claims.csv``,
+        ``paper_tables.csv``; the figures the report then draws are also saved as ``figures/<ablation>-<i>.png``
+        beside them."""
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         self.figures_dir = out / "figures"
@@ -310,7 +383,8 @@ class Report:
         runs = self.runs.drop(columns=["config", "radius"], errors="ignore").copy()
         runs["varied"] = runs["varied"].map(lambda v: ";".join(f"{k}={v[k]}" for k in sorted(v)) if v else "")
         runs = pd.concat([runs, self.missing], ignore_index=True) if len(self.missing) else runs
-        for name, df in [("runs", runs), *((a, t) for a, t in self.tables.items()), ("claims", self.claims)]:
+        for name, df in [("runs", runs), *((a, t) for a, t in self.tables.items()), ("claims", self.claims),
+                         ("paper_tables", self.paper_table)]:
             p = out / f"{name}.csv"
             df2 = df.copy()
             for c in df2.columns:
@@ -486,7 +560,9 @@ class Report:
                  HTML(f"<p>Each claim is put beside the nearest comparison in these runs. min_seeds = "
                       f"{d.get('min_seeds')}, min_epochs = {d.get('min_epochs')}, confidence = "
                       f"{d.get('confidence')}. Measured: paired Δ top-1 in percentage points [95% CI] (n = paired "
-                      "seeds), or the relative cost difference.</p>"
+                      "seeds), or, for cost claims, the relative difference between the paper's models built "
+                      "here at the paper's input size (no runs needed), judged against the claimed one with the "
+                      "tolerance each claim declares.</p>"
                       f"<details><summary>The status rule (claims.yaml)</summary><pre class='ar-rule'>"
                       f"{html.escape(rule)}</pre></details>")]
         cl = self.claims
@@ -506,6 +582,30 @@ class Report:
         counts = cl["status"].value_counts()
         items.append(HTML("<p>" + ", ".join(f"{k}: {counts.get(k, 0)}"
                                             for k in ("consistent", "inconsistent", "not testable")) + ".</p>"))
+        return items
+
+    def paper_tables_items(self) -> list:
+        from IPython.display import HTML
+
+        from . import tables
+
+        t = self.paper_table
+        convs = list(dict.fromkeys(t["convention"]))
+        items = [HTML("<h2>Paper tables</h2>"),
+                 HTML("<p>Every params / GFLOPs row the papers print, beside the model this suite builds for it "
+                      "(<code>attnrepro.models.build_model</code>, counted here with <code>attnrepro.flops</code> on "
+                      "one image in eval mode; the same as <code>attnrepro tables</code>). Nothing measured is "
+                      "typed in: the papers' numbers come from <code>paper_tables.yaml</code> and, for the ExpAtt "
+                      "paper's ResNet-152 ratios, <code>claims.yaml</code>. params in millions; GFLOPs = 2 x MACs / "
+                      "1e9 (the AA paper's convention); the ExpAtt rows are relative differences in percent. Each "
+                      "cell is <i>measured (measured − reported)</i>; ✓ where the measured value rounds to the "
+                      "paper's number. The runs above play no part here.</p>"),
+                 HTML("<p>Counting conventions (combinations of three choices; the first is this suite's own):</p><ul>"
+                      + "".join(f"<li><code>{html.escape(c)}</code>: {html.escape(tables.CONVENTIONS[c].describe())}"
+                                "</li>" for c in convs) + "</ul>"),
+                 HTML("<p><b>Which convention reproduces each column:</b></p><ul>"
+                      + "".join(f"<li>{html.escape(line)}</li>" for line in tables.column_verdicts(t)) + "</ul>")]
+        items.append(_plain_table(tables.wide(t)))
         return items
 
     def bench_items(self) -> list:

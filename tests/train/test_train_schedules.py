@@ -69,3 +69,43 @@ def test_make_schedule_from_config():
     # restarts after warm-up at epochs 1, 3, 7 (cycles 2, 4, 8): 1 + 2 + 4 + 8 = 15 epochs
     assert [f(s) for s in (10, 30, 70)] == pytest.approx([0.05] * 3)
     assert f(149) < 0.001
+
+
+@pytest.mark.parametrize("schedule", ["cosine", "constant", "expatt"])
+def test_fractional_warmup_is_counted_in_steps(schedule):
+    # half an epoch of 10 steps is 5 warm-up steps, not 0 (truncated to whole epochs) nor 10
+    assert warmup_steps(schedule, S, 10, 0.5) == 5
+    assert warmup_steps(schedule, S, 10, 0.37) == 4     # rounded to the nearest step, not floored
+    assert warmup_steps(schedule, S, 10, 1.5) == 15
+    kw = dict(lr=0.1, steps_per_epoch=S, epochs=10, warmup_epochs=0.5)
+    assert [lr_at(schedule, s, **kw) for s in range(5)] == pytest.approx([0.1 * (s + 1) / 5 for s in range(5)])
+    assert lr_at(schedule, 5, **kw) == pytest.approx(0.1)            # the first step after warm-up: the peak
+    f = make_schedule(RunConfig(schedule=schedule, lr=0.1, epochs=10, warmup_epochs=0.5), S)
+    assert f(0) == pytest.approx(0.1 / 5) and f(4) == pytest.approx(0.1)
+
+
+def test_expatt_cycles_count_from_a_fractional_warmup():
+    kw = dict(lr=0.05, steps_per_epoch=S, epochs=40, warmup_epochs=0.5, restart_period=2)
+    # warm-up 5 steps, then restarts 2 and 6 epochs later (cycles of 2 and 4 epochs)
+    assert lr_at("expatt", 5 + 2 * S, **kw) == pytest.approx(0.05)
+    assert lr_at("expatt", 5 + 6 * S, **kw) == pytest.approx(0.05)
+    assert lr_at("expatt", 5 + 2 * S - 1, **kw) < 0.001
+    assert lr_at("expatt", 5 + 4 * S, **kw) == pytest.approx(0.025)   # half-way through the 4-epoch cycle
+
+
+def test_cosine_decays_over_the_steps_after_warmup():
+    kw = dict(lr=1.0, steps_per_epoch=S, epochs=4, warmup_epochs=1)
+    # 30 cosine steps: step 10 + 15 is half-way
+    assert lr_at("cosine", 25, **kw) == pytest.approx(0.5)
+    assert lr_at("cosine", 39, **kw) == pytest.approx(cos(1.0, 29 / 30))
+    # warm-up as long as training: no division by zero, every step warms up
+    assert lr_at("cosine", 39, lr=1.0, steps_per_epoch=S, epochs=4, warmup_epochs=4) == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("kw, match", [(dict(steps_per_epoch=0), "steps_per_epoch=0"), (dict(epochs=0), "epochs=0"),
+                                       (dict(restart_period=0), "restart_period=0")])
+def test_bad_arguments_name_the_value(kw, match):
+    args = dict(lr=0.1, steps_per_epoch=S, epochs=5, warmup_epochs=0, restart_period=10)
+    args.update(kw)
+    with pytest.raises(ValueError, match=match):
+        lr_at("expatt", 3, **args)
