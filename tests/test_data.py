@@ -89,14 +89,47 @@ def test_idx_rejects_a_bad_magic_number(tmp_path):
 
 def test_missing_fashion_mnist_says_where_it_looked(tmp_path, monkeypatch):
     monkeypatch.setattr(D, "FASHION_MNIST_DIRS", [str(tmp_path / "debian")])
-    empty = tmp_path / "empty"
-    empty.mkdir()
+    monkeypatch.setenv("ATTNREPRO_DATA", str(tmp_path / "cache"))
     with pytest.raises(D.DataNotFoundError) as e:
-        D.load(RunConfig(dataset="fashion_mnist", data_dir=str(empty)), "cpu")
+        D.load(RunConfig(dataset="fashion_mnist"), "cpu")
     msg = str(e.value)
-    assert str(empty) in msg and str(tmp_path / "debian") in msg
+    assert str(tmp_path / "debian") in msg and str(tmp_path / "cache" / "FashionMNIST" / "raw") in msg
     assert "apt-get install dataset-fashion-mnist" in msg and "data_dir" in msg
-    assert not (empty / "FashionMNIST").exists()
+    assert not (tmp_path / "cache").exists()
+
+
+@pytest.mark.parametrize("dataset", ["fashion_mnist", "cifar10", "cifar100", "imagefolder"])
+@pytest.mark.parametrize("kind", ["missing", "empty", "file"])
+def test_a_given_data_dir_is_never_replaced(tmp_path, monkeypatch, dataset, kind):
+    """A data_dir that does not hold the dataset is an error naming it, even when the default places have the data."""
+    debian = tmp_path / "debian"
+    make_fashion(debian)
+    monkeypatch.setattr(D, "FASHION_MNIST_DIRS", [str(debian)])
+    cache = tmp_path / "cache"
+    make_fashion(cache / "FashionMNIST" / "raw")
+    write_cifar(cache, "cifar10")
+    write_cifar(cache, "cifar100")
+    monkeypatch.setenv("ATTNREPRO_DATA", str(cache))
+    given = tmp_path / "given"
+    if kind == "empty":
+        given.mkdir()
+    elif kind == "file":
+        given.write_text("not a folder")
+    with pytest.raises(D.DataNotFoundError) as e:
+        D.locate(RunConfig(dataset=dataset, data_dir=str(given)))
+    msg = str(e.value)
+    assert f"data_dir={str(given)!r}" in msg, msg
+    what = {"missing": "does not exist", "file": "is not a folder", "empty": "is not in data_dir"}[kind]
+    assert what in msg, msg
+    expected = {"fashion_mnist": "train-images-idx3-ubyte", "cifar10": "cifar-10-batches-py",
+                "cifar100": "cifar-100-python", "imagefolder": "train/<class>"}[dataset]
+    assert expected in msg, msg
+    assert str(debian) not in msg and str(cache) not in msg
+    assert kind != "missing" or not given.exists()
+    # without data_dir the search order finds the default copies
+    if dataset != "imagefolder":
+        assert D.locate(RunConfig(dataset=dataset)) in (debian, cache / "cifar-10-batches-py",
+                                                        cache / "cifar-100-python")
 
 
 def write_cifar(root: Path, name: str, n_per_batch=6, seed=0):

@@ -303,6 +303,7 @@ def test_notebooks_execute_skip_and_rerun_only_what_changed(nbdir, tmp_path, mon
         assert not [o for o in outputs if o.output_type == "error"]
         assert any("image/png" in o.get("data", {}) for o in outputs), f"{name}: no figure"
         assert "finished: val top-1" in (d / "log.txt").read_text()
+    assert [p for p in runs_dir.rglob("*") if p.name.endswith(".lock")] == []
     cfg = json.loads((runs_dir / "tiny" / "kernel" / "cauchy-s0" / "config.json").read_text())
     assert cfg["kernel"] == "cauchy" and cfg["attention"] == "expatt" and cfg["width"] == 0.25
     capsys.readouterr()
@@ -315,15 +316,19 @@ def test_notebooks_execute_skip_and_rerun_only_what_changed(nbdir, tmp_path, mon
     assert {p: p.stat().st_mtime_ns for p in mtimes} == mtimes
 
     # 3. one changed value re-runs only its run; a run that raises is recorded and the next one still runs
+    #    (its data files are there, so the checks up front pass, but they are not IDX files)
     grid = yaml.safe_load((nbdir / "placement.yaml").read_text())
     grid["variants"]["s3"] = {"stages": [2]}
-    grid["variants"] = {"none": grid["variants"]["none"], "broken": {"dataset": "cifar10",
-                                                                     "data_dir": str(tmp_path / "empty")},
+    grid["variants"] = {"none": grid["variants"]["none"], "broken": {"dataset": "fashion_mnist",
+                                                                     "data_dir": str(tmp_path / "corrupt")},
                         "s3": grid["variants"]["s3"]}
     (nbdir / "placement.yaml").write_text(yaml.safe_dump(grid, sort_keys=False))
     pre["ablations"]["placement"]["only"] = ["none", "broken", "s3"]
     (nbdir / "presets" / "tiny.yaml").write_text(yaml.safe_dump(pre))
-    (tmp_path / "empty").mkdir()
+    (tmp_path / "corrupt").mkdir()
+    for name in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
+                 "t10k-labels-idx1-ubyte"):
+        (tmp_path / "corrupt" / name).write_bytes(b"not an idx file")
     monkeypatch.setenv("ATTNREPRO_OFFLINE", "1")
     none_nb = runs_dir / "tiny" / "placement" / "none-s0" / "notebook.ipynb"
     before = none_nb.stat().st_mtime_ns
@@ -333,7 +338,321 @@ def test_notebooks_execute_skip_and_rerun_only_what_changed(nbdir, tmp_path, mon
     assert none_nb.stat().st_mtime_ns == before
     d = runs_dir / "tiny" / "placement"
     broken = json.loads((d / "broken-s0" / "metrics.json").read_text())
-    assert broken["status"] == "failed" and "cifar" in broken["reason"].lower(), broken["reason"]
+    assert broken["status"] == "failed" and "not an IDX file" in broken["reason"], broken["reason"]
     s3 = json.loads((d / "s3-s0" / "metrics.json").read_text())
     assert s3["status"] == "finished" and s3["config"]["stages"] == [2]
     assert "1 of 3 run(s) failed" in out.err
+
+
+# ---------------------------------------------------------------------------- kernel start (issue: flaky kernel start)
+def _fake_execute_notebook(calls, behaviour):
+    """A stand-in for papermill.execute_notebook: ``behaviour(n, kwargs)`` for the n-th call (1-based)."""
+    def fake(input_path, output_path, parameters=None, **kw):
+        calls.append(kw)
+        behaviour(len(calls), kw)
+        out = Path(parameters["out_dir"])
+        cfg = RunConfig.from_dict({k: parameters[k] for k in KEYS})
+        (out / "metrics.json").write_text(json.dumps({"status": "finished", "config_hash": cfg.hash(),
+                                                      "config": cfg.to_dict(), "final": {"val_top1": 1.0}}))
+    return fake
+
+
+def test_kernels_talk_over_private_unix_sockets(nbdir, tmp_path, monkeypatch):
+    """Two kernels started at once must not be able to pick the same endpoint: each gets ZeroMQ's IPC transport
+    in a folder of its own (TCP ports picked as "free" by two workers can collide: `Address already in use`)."""
+    import papermill
+    seen = []
+
+    def check(n, kw):
+        km = kw["config"]["KernelManager"]
+        sock_dir = Path(km["ip"]).parent
+        assert km["transport"] == "ipc" and sock_dir.is_dir() and not any(sock_dir.iterdir())
+        assert len(km["ip"]) < 90            # a Unix socket path is limited to about 104 bytes
+        seen.append(sock_dir)
+    calls: list = []
+    monkeypatch.setattr(papermill, "execute_notebook", _fake_execute_notebook(calls, check))
+    runs = pipeline.expand(["kernel"], "tiny", {}, nb_dir=nbdir, runs_dir=tmp_path)[:2]
+    for r in runs:
+        assert pipeline.execute(r)["status"] == "finished"
+    assert len(seen) == 2 and seen[0] != seen[1]
+    assert not any(d.exists() for d in seen)      # removed with the kernel
+
+
+def test_a_kernel_that_dies_before_it_replies_is_started_again(nbdir, tmp_path, monkeypatch):
+    import papermill
+
+    def die_once(n, kw):
+        if n == 1:
+            raise RuntimeError("Kernel died before replying to kernel_info")
+    calls: list = []
+    monkeypatch.setattr(papermill, "execute_notebook", _fake_execute_notebook(calls, die_once))
+    run = pipeline.expand(["kernel"], "tiny", {}, nb_dir=nbdir, runs_dir=tmp_path)[0]
+    res = pipeline.execute(run)
+    assert res["status"] == "finished" and len(calls) == 2, res
+    assert "died before it replied" in (run.out_dir / "log.txt").read_text()
+
+
+def test_the_kernel_start_retry_is_bounded_and_only_for_start_deaths(nbdir, tmp_path, monkeypatch):
+    import papermill
+    from nbclient.exceptions import DeadKernelError
+
+    def always_die(n, kw):
+        raise RuntimeError("Kernel died before replying to kernel_info")
+    calls: list = []
+    monkeypatch.setattr(papermill, "execute_notebook", _fake_execute_notebook(calls, always_die))
+    runs = pipeline.expand(["kernel"], "tiny", {}, nb_dir=nbdir, runs_dir=tmp_path)
+    res = pipeline.execute(runs[0])
+    assert res["status"] == "failed" and len(calls) == 3, res
+    assert "died before it replied, 3 times" in res["reason"] and pipeline.KERNEL_START_ATTEMPTS == 3
+
+    def die_while_running(n, kw):   # cells may have run: not retried
+        raise DeadKernelError("Kernel died")
+    calls.clear()
+    monkeypatch.setattr(papermill, "execute_notebook", _fake_execute_notebook(calls, die_while_running))
+    res = pipeline.execute(runs[1])
+    assert res["status"] == "failed" and len(calls) == 1 and "DeadKernelError" in res["reason"]
+
+
+# ---------------------------------------------------------------------------- checks up front (issue item 2)
+@pytest.mark.parametrize("over, words", [
+    ([("device", "cuda")], ["4 of 4 run(s) cannot start here", "device='cuda' but no CUDA GPU", "(all)"]),
+    ([("dataset", "cifar10"), ("data_dir", "{tmp}/empty")],
+     ["4 of 4", "data_dir='{tmp}/empty'", "cifar-10-batches-py"]),
+    ([("dataset", "fashion_mnist"), ("data_dir", "{tmp}/nowhere")], ["data_dir='{tmp}/nowhere' does not exist"]),
+    ([("model", "resnet50"), ("width", "0.5")], ["resnet50", "cannot be built", "width"]),
+    ([("amp", "fp16")], ["amp='fp16' needs a CUDA device"]),
+    ([("nproc_per_node", "2"), ("device", "cuda")], ["nproc_per_node=2 needs 2 GPUs per run, but each run gets 1"]),
+    ([("nproc_per_node", "0")], ["nproc_per_node=0 is not valid"]),
+])
+def test_a_run_that_cannot_start_here_starts_nothing(over, words, nbdir, tmp_path, monkeypatch, capsys):
+    """Every check that needs no training runs for every run before the first notebook starts: exit 2, one line."""
+    import torch
+    monkeypatch.setenv("ATTNREPRO_OFFLINE", "1")
+    (tmp_path / "empty").mkdir()
+    if over == [("nproc_per_node", "2"), ("device", "cuda")]:      # a machine with one GPU
+        from attnrepro.train import cuda
+        monkeypatch.setattr(cuda, "resolve_device", lambda name, rank=0: torch.device("cuda", 0))
+        monkeypatch.setattr(pipeline, "_gpu_count", lambda: 1)
+    else:                                                            # a machine without a GPU
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+        monkeypatch.setattr(pipeline, "_gpu_count", lambda: 0)
+    calls: list = []
+    monkeypatch.setattr(pipeline, "_papermill", _fake_papermill(calls))
+    monkeypatch.setattr(pipeline, "ensure_kernel", lambda name=None: name)
+    argv = ["run", "kernel", "--preset", "tiny", "--notebooks-dir", nbdir, "--runs-dir", tmp_path / "runs", "-j", "1"]
+    for k, v in over:
+        argv += ["-p", k, v.replace("{tmp}", str(tmp_path))]
+    rc = main(argv, monkeypatch)
+    err = capsys.readouterr().err.strip()
+    assert rc == 2, err
+    assert calls == [] and not (tmp_path / "runs").exists()
+    assert len(err.splitlines()) == 1 and err.startswith("attnrepro run: error:"), err
+    for w in words:
+        assert w.replace("{tmp}", str(tmp_path)) in err, err
+
+
+def test_the_cifar100_preset_without_gpu_or_data_starts_nothing(tmp_path, monkeypatch, capsys):
+    """The issue's case: `attnrepro run baseline --preset cifar100 -p epochs 1 -j 1` on a CPU machine without
+    CIFAR-100 used to start 18 notebooks that each failed after 3 s."""
+    import torch
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(pipeline, "_gpu_count", lambda: 0)
+    monkeypatch.setenv("ATTNREPRO_OFFLINE", "1")
+    monkeypatch.setenv("ATTNREPRO_DATA", str(tmp_path / "data"))
+    calls: list = []
+    monkeypatch.setattr(pipeline, "_papermill", _fake_papermill(calls))
+    rc = main(["run", "baseline", "--preset", "cifar100", "-p", "epochs", "1", "-j", "1", "--notebooks-dir", NB,
+               "--runs-dir", tmp_path / "runs"], monkeypatch)
+    err = capsys.readouterr().err
+    assert rc == 2 and calls == [] and not (tmp_path / "runs").exists()
+    n = len(pipeline.expand(["baseline"], "cifar100", {}, nb_dir=NB, runs_dir=tmp_path / "x"))   # 18 then
+    assert f"{n} of {n} run(s) cannot start" in err and "device='cuda'" in err and "'cifar100' not found" in err, err
+    rc = main(["run", "baseline", "--preset", "cifar100", "-p", "epochs", "1", "-p", "device", "cpu", "-p", "amp",
+               "none", "-j", "1", "--notebooks-dir", NB, "--runs-dir", tmp_path / "runs"], monkeypatch)
+    err = capsys.readouterr().err
+    assert rc == 2 and calls == [] and "device='cuda'" not in err and "'cifar100' not found" in err, err
+
+
+# ---------------------------------------------------------------------------- re-runs use their config (item 3)
+def _engine_papermill(run, kernel_name, start_timeout):
+    """The notebook's work without a kernel: train ``run.config`` into its folder in this process."""
+    from attnrepro.notebook import train
+    train(run.config, run.out_dir)
+
+
+def test_a_rerun_uses_the_config_it_is_given(nbdir, tmp_path, monkeypatch):
+    """Keys left out of the hash (device, data_dir) let a failed run try again, and the new values are used and
+    recorded: never the old attempt's reason or values."""
+    import torch
+    from attnrepro import data
+    from test_data import make_fashion
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setenv("ATTNREPRO_OFFLINE", "1")
+    monkeypatch.setattr(data, "FASHION_MNIST_DIRS", [str(tmp_path / "no-debian")])   # no other copy to be found
+    monkeypatch.setenv("ATTNREPRO_DATA", str(tmp_path / "no-cache"))
+    monkeypatch.setattr(pipeline, "_papermill", _engine_papermill)
+    (tmp_path / "empty").mkdir()
+    make_fashion(tmp_path / "fmnist", n_train=40, n_test=20)
+    base = {**TINY, "dataset": "fashion_mnist", "data_dir": str(tmp_path / "fmnist")}
+
+    def attempt(**changes):
+        run = pipeline.expand(["placement"], "tiny", {**base, **changes}, nb_dir=nbdir, runs_dir=tmp_path)[0]
+        assert run.variant == "none"
+        return run, pipeline.execute(run)
+
+    run, res = attempt(device="cuda")
+    h = run.config.hash()
+    assert res["status"] == "failed" and "device='cuda'" in res["reason"]
+    run, res = attempt(device="cpu", data_dir=str(tmp_path / "empty"))
+    assert run.config.hash() == h and res["status"] == "failed"
+    m = json.loads((run.out_dir / "metrics.json").read_text())
+    assert "device='cuda'" not in m["reason"] and str(tmp_path / "empty") in m["reason"], m["reason"]
+    assert m["config"]["device"] == "cpu" and m["config"]["data_dir"] == str(tmp_path / "empty")
+    c = json.loads((run.out_dir / "config.json").read_text())
+    assert (c["device"], c["data_dir"], c["config_hash"]) == ("cpu", str(tmp_path / "empty"), h)
+    run, res = attempt(device="cpu")
+    assert res["status"] == "finished", res
+    m = json.loads((run.out_dir / "metrics.json").read_text())
+    c = json.loads((run.out_dir / "config.json").read_text())
+    assert m["config"]["device"] == c["device"] == "cpu" and m["env"]["device"] == "cpu"
+    assert m["config"]["data_dir"] == c["data_dir"] == str(tmp_path / "fmnist") and m["reason"] is None
+
+
+# ---------------------------------------------------------------------------- lock files (item 6)
+def test_no_lock_file_is_left_and_none_is_listed(nbdir, tmp_path, monkeypatch, capsys):
+    from attnrepro import results
+    calls: list = []
+    monkeypatch.setattr(pipeline, "_papermill", _fake_papermill(calls))
+    monkeypatch.setattr(pipeline, "ensure_kernel", lambda name=None: name)
+    args = ["--preset", "tiny", "--notebooks-dir", nbdir, "--runs-dir", tmp_path]
+    assert main(["run", "kernel", *args], monkeypatch) == 0
+    assert len(calls) == 4
+    assert [p for p in tmp_path.rglob("*") if p.name.endswith(".lock")] == []
+    # while a run holds its locks, the report's loader and `attnrepro list` see only run folders
+    run = pipeline.expand(["kernel"], "tiny", {}, nb_dir=nbdir, runs_dir=tmp_path)[0]
+    with pipeline._run_locks(run):
+        assert run.lock_path.exists() and pipeline._config_lock_path(run).exists()
+        df = results.load_runs(tmp_path, "tiny")
+        assert sorted(df["path"]) == sorted(f"tiny/kernel/{v}-s0" for v in ("gaussian", "laplacian", "cauchy",
+                                                                              "uniform"))
+        capsys.readouterr()
+        assert main(["list", "kernel", *args], monkeypatch) == 0
+        assert ".lock" not in capsys.readouterr().out
+    assert not run.lock_path.exists() and not pipeline._config_lock_path(run).exists()
+    from attnrepro._io import held_lock
+    with held_lock(tmp_path / "x.lock"):
+        pass
+    assert not (tmp_path / "x.lock").exists()
+
+
+# ---------------------------------------------------------------------------- one config, one training
+def _twins(runs):
+    by: dict = {}
+    for r in runs:
+        by.setdefault(r.config.hash(), []).append(r)
+    return [g for g in by.values() if len(g) > 1]
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_identical_configs_train_once_in_every_preset(preset, tmp_path, monkeypatch):
+    """placement/none and baseline/none (and the other twins of a preset) share a config hash: one trains, the others
+    get a copy of its record that says so; the report reads them as finished runs."""
+    from attnrepro import results
+    over = {"data_dir": "/data/imagenet"} if preset == "imagenet" else {}
+    runs = pipeline.expand(list(ABLATIONS), preset, over, nb_dir=NB, runs_dir=tmp_path)
+    twins = _twins(runs)
+    assert twins, f"{preset}: no two runs share a config"
+    calls: list = []
+    monkeypatch.setattr(pipeline, "_papermill", _fake_papermill(calls))
+    monkeypatch.setattr(pipeline, "ensure_kernel", lambda name=None: name)
+    monkeypatch.setattr(pipeline, "check_runs", lambda runs, jobs=1: None,   # this machine has no such GPU or data
+                        raising=False)
+    res = pipeline.run_all(runs, jobs=1, progress=False)
+    first_of: dict = {}
+    for r in runs:
+        first_of.setdefault(r.config.hash(), r.name)
+    assert sorted(calls) == sorted(first_of.values())        # each config trained once, by its first run
+    by = {r["run"]: r for r in res}
+    for g in twins:
+        first = g[0]
+        assert by[first.name]["status"] == "finished"
+        for r in g[1:]:
+            assert by[r.name]["status"] == "reused" and by[r.name]["reused_from"] == f"{preset}/{first.ablation}/" \
+                                                                                      f"{first.out_dir.name}"
+            vj = json.loads((r.out_dir / "variant.json").read_text())
+            m = json.loads((r.out_dir / "metrics.json").read_text())
+            assert vj["ablation"] == r.ablation and vj["variant"] == r.variant
+            assert vj["reused_from"] == m["reused_from"] == by[r.name]["reused_from"]
+            assert m["config_hash"] == r.config.hash() and m["status"] == "finished"
+            assert (r.out_dir / "config.json").read_bytes() == (first.out_dir / "config.json").read_bytes()
+    df = results.load_runs(tmp_path, preset)
+    assert len(df) == len(runs) and set(df["status"]) == {"finished"}
+    # a run-time budget counts each training once: the reused rows are the ones whose metrics.json says so
+    reused = {r.name for g in twins for r in g[1:]}
+    assert {f"{r.ablation}/{r.out_dir.name}" for r in runs
+            if json.loads((r.out_dir / "metrics.json").read_text()).get("reused_from")} == reused
+    # a second run finds everything done
+    calls.clear()
+    assert {r["status"] for r in pipeline.run_all(runs, jobs=1, progress=False)} == {"skipped"} and calls == []
+
+
+def test_identical_configs_run_in_parallel_train_once(nbdir, tmp_path, monkeypatch):
+    """With --jobs 2, the second run of a config waits for the first instead of training beside it."""
+    pre = {"seeds": [0], "base": TINY, "ablations": {"placement": {"only": ["none", "s1"]},
+                                                     "baseline": {"only": ["none", "se"]}}}
+    (nbdir / "presets" / "tiny.yaml").write_text(yaml.safe_dump(pre))
+    runs = pipeline.expand(["placement", "baseline"], "tiny", {}, nb_dir=nbdir, runs_dir=tmp_path)
+    assert [[r.name for r in g] for g in _twins(runs)] == [["placement/none-s0", "baseline/none-s0"]]
+    spans: dict = {}
+    calls: list = []
+    fake = _fake_papermill(calls, delay=0.3)
+
+    def timed(run, kernel_name, start_timeout):
+        t0 = time.monotonic()
+        fake(run, kernel_name, start_timeout)
+        spans[run.name] = (t0, time.monotonic())
+    monkeypatch.setattr(pipeline, "_papermill", timed)
+    monkeypatch.setattr(pipeline, "ensure_kernel", lambda name=None: name)
+    import concurrent.futures as cf
+    monkeypatch.setattr(pipeline, "_make_pool", lambda workers, envs: cf.ThreadPoolExecutor(workers))
+    res = {r["run"]: r["status"] for r in pipeline.run_all(runs, jobs=2, progress=False)}
+    assert sorted(calls) == ["baseline/se-s0", "placement/none-s0", "placement/s1-s0"]
+    assert res == {"placement/none-s0": "finished", "placement/s1-s0": "finished", "baseline/none-s0": "reused",
+                   "baseline/se-s0": "finished"}
+    a, b = spans["placement/s1-s0"], spans["placement/none-s0"]
+    assert a[0] < b[1] and b[0] < a[1]          # the pool did run two notebooks at once
+
+
+def test_a_twin_finished_earlier_is_reused_and_a_failed_one_is_not(nbdir, tmp_path, monkeypatch, capsys):
+    from papermill.exceptions import PapermillExecutionError
+    calls: list = []
+    boom = PapermillExecutionError(2, 1, "src", "ValueError", "bad thing", ["tb"])
+    monkeypatch.setattr(pipeline, "_papermill", _fake_papermill(calls, fail={"none": boom}))
+    monkeypatch.setattr(pipeline, "ensure_kernel", lambda name=None: name)
+    pre = {"seeds": [0], "base": TINY, "ablations": {"placement": {"only": ["none"]},
+                                                     "baseline": {"only": ["none"]}}}
+    (nbdir / "presets" / "tiny.yaml").write_text(yaml.safe_dump(pre))
+    args = ["--preset", "tiny", "--notebooks-dir", nbdir, "--runs-dir", tmp_path]
+    # the first of two twins fails: the second is recorded as failed with that reason, not trained
+    assert main(["run", "placement", "baseline", *args], monkeypatch) == 1
+    assert calls == ["placement/none-s0"]
+    m = json.loads((tmp_path / "tiny" / "baseline" / "none-s0" / "metrics.json").read_text())
+    assert m["status"] == "failed" and "placement/none-s0 has the same config and failed" in m["reason"] \
+        and "bad thing" in m["reason"]
+    # fixed: the next run trains the first and reuses it for the second
+    calls.clear()
+    monkeypatch.setattr(pipeline, "_papermill", _fake_papermill(calls))
+    assert main(["run", "placement", "baseline", *args], monkeypatch) == 0
+    assert calls == ["placement/none-s0"]
+    assert "reused" in capsys.readouterr().out
+    # a later pipeline of another ablation reuses a run that finished before it started
+    calls.clear()
+    shutil.rmtree(tmp_path / "tiny" / "baseline")
+    assert main(["run", "baseline", *args], monkeypatch) == 0 and calls == []
+    vj = json.loads((tmp_path / "tiny" / "baseline" / "none-s0" / "variant.json").read_text())
+    assert vj["reused_from"] == "tiny/placement/none-s0" and vj["ablation"] == "baseline"
+    assert main(["list", "baseline", *args], monkeypatch) == 0
+    assert "reused from tiny/placement/none-s0" in capsys.readouterr().out
+    # --force trains the config again, once
+    assert main(["run", "placement", "baseline", "--force", *args], monkeypatch) == 0
+    assert calls == ["placement/none-s0"]

@@ -1,24 +1,45 @@
-"""Crash-safe file writes and the JSON-lines reader, without torch (the pipeline and the report import this).
+"""Crash-safe file writes, the JSON-lines reader and a lock that leaves no file behind; without torch (the pipeline
+and the report import this).
 
 :func:`atomic_write` writes a temporary file beside the target, fsyncs it, then ``os.replace`` (atomic on POSIX):
-readers see the old file or the new one, never a torn one, and a failed write leaves no temporary behind.
+readers see the old file or the new one, never a torn one, and a failed write leaves no temporary behind. The
+temporary file is created with mode ``0o666`` minus the umask, so the file put in place has the mode any other new
+file gets (``tempfile.mkstemp`` would give ``0o600``, unreadable to a group or a web server).
+
+:func:`held_lock` holds an exclusive :class:`filelock.FileLock` and removes the lock file before it lets go.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-import tempfile
+import secrets
 from pathlib import Path
-from typing import IO, Callable
+from typing import IO, Callable, Iterator
 
-__all__ = ["atomic_write", "atomic_write_text", "read_json", "read_jsonl"]
+__all__ = ["atomic_write", "atomic_write_text", "read_json", "read_jsonl", "held_lock"]
+
+
+def _create_temp(path: Path) -> tuple[int, str]:
+    """A new, empty file beside ``path`` (``O_EXCL``: never someone else's), mode ``0o666`` minus the umask."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+    for _ in range(100):
+        tmp = str(path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp")
+        try:
+            return os.open(tmp, flags, 0o666), tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"could not create a temporary file beside {path}")
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], object]) -> None:
-    """Call ``write(f)`` on a binary temporary file beside ``path``, then put it in place atomically."""
+    """Call ``write(f)`` on a binary temporary file beside ``path``, then put it in place atomically.
+
+    The file gets the mode a plain ``open(path, "w")`` of a new file would: ``0o666`` minus the process umask.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = _create_temp(path)
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
@@ -60,3 +81,31 @@ def read_jsonl(path: str | os.PathLike) -> list[dict]:
         except json.JSONDecodeError:
             break
     return out
+
+
+@contextlib.contextmanager
+def held_lock(path: str | os.PathLike, on_wait: Callable[[], object] | None = None) -> Iterator[None]:
+    """Hold an exclusive lock on ``path`` (created when missing) for the ``with`` body; remove the file at the end.
+
+    ``on_wait()`` is called once when another holder makes this one wait. The lock is :class:`filelock.FileLock`
+    (``flock``). The file is unlinked while the lock is still held, then the lock is released: a waiter that had
+    opened the old file gets the lock on an unlinked inode, which ``filelock`` detects (``st_nlink == 0``) and then
+    opens the path again; so removing the file never lets two holders in, and no lock file is left behind.
+    """
+    import filelock
+    path = str(path)
+    lock = filelock.FileLock(path)
+    try:
+        lock.acquire(timeout=0)
+    except filelock.Timeout:
+        if on_wait is not None:
+            on_wait()
+        lock.acquire()
+    try:
+        yield
+    finally:
+        try:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+        finally:
+            lock.release()

@@ -2,10 +2,11 @@
 
 Where each dataset is looked for (the first place that has the files wins):
 
-- ``fashion_mnist``: ``data_dir`` (or its ``fashion-mnist/``, ``fashion_mnist/`` or ``FashionMNIST/raw/``
-  sub-folder) when ``data_dir`` is set; then the Debian package ``dataset-fashion-mnist``
-  (``/usr/share/datasets/fashion-mnist``); then torchvision's download cache ``<root>/FashionMNIST/raw``; then
-  torchvision's download into that cache. Files: ``{train,t10k}-{images-idx3,labels-idx1}-ubyte`` (``.gz`` or raw).
+- ``fashion_mnist``: with ``data_dir`` set, only there: ``data_dir`` itself or its ``fashion-mnist/``,
+  ``fashion_mnist/`` or ``FashionMNIST/raw/`` sub-folder, else torchvision's download into ``data_dir``. Without
+  ``data_dir``: the Debian package ``dataset-fashion-mnist`` (``/usr/share/datasets/fashion-mnist``); then
+  torchvision's download cache ``<root>/FashionMNIST/raw``; then torchvision's download into that cache. Files:
+  ``{train,t10k}-{images-idx3,labels-idx1}-ubyte`` (``.gz`` or raw).
 - ``cifar10`` / ``cifar100``: torchvision's python-pickle layout, ``<root>/cifar-10-batches-py`` or
   ``<root>/cifar-100-python`` (``root`` = ``data_dir``, which may also name that folder itself); downloaded by
   torchvision into ``root`` when missing and a network is reachable.
@@ -16,6 +17,10 @@ Where each dataset is looked for (the first place that has the files wins):
 ``root`` is ``data_dir`` when set, else ``$ATTNREPRO_DATA``, else ``~/.cache/attnrepro``. Setting
 ``ATTNREPRO_OFFLINE=1`` skips every download attempt. A dataset that cannot be found raises
 :class:`DataNotFoundError`, whose message lists the places looked at and how to get the data.
+
+A ``data_dir`` that was given is never replaced by another place: when it does not exist, is not a folder, or does
+not hold the dataset (and no download into it succeeds), that is a :class:`DataNotFoundError` naming the path and
+the files expected there. The search order above applies only when ``data_dir`` is not set.
 
 Batching of the in-memory datasets (:class:`TensorLoader`): every epoch draws, from a generator seeded by
 ``(seed, epoch)`` alone, a permutation, per-sample crop offsets and flip bits; so the data order of any epoch is
@@ -117,13 +122,12 @@ def _find(dirpath: Path, name: str) -> Path | None:
 
 
 def _fashion_candidates(data_dir: str | None) -> list[Path]:
-    out: list[Path] = []
+    """Where fashion_mnist may lie: only under ``data_dir`` when it is set, else the default places."""
     if data_dir:
         d = Path(data_dir).expanduser()
-        out += [d, d / "fashion-mnist", d / "fashion_mnist", d / "FashionMNIST" / "raw"]
-    out += [Path(p) for p in FASHION_MNIST_DIRS]
-    root = Path(data_dir).expanduser() if data_dir else default_root()
-    out.append(root / "FashionMNIST" / "raw")
+        return [d, d / "fashion-mnist", d / "fashion_mnist", d / "FashionMNIST" / "raw"]
+    out = [Path(p) for p in FASHION_MNIST_DIRS]
+    out.append(default_root() / "FashionMNIST" / "raw")
     return list(dict.fromkeys(out))
 
 
@@ -156,6 +160,37 @@ def _not_found(dataset: str, looked: Sequence[Path], how: str) -> DataNotFoundEr
     return DataNotFoundError(f"dataset {dataset!r} not found; looked in: {places}. {how}")
 
 
+#: what each dataset needs in its folder, for the messages about a ``data_dir`` that does not hold it
+_EXPECTED = {
+    "fashion_mnist": "the files train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte and "
+                     "t10k-labels-idx1-ubyte (.gz or raw), in it or in its fashion-mnist/, fashion_mnist/ or "
+                     "FashionMNIST/raw/ sub-folder",
+    "cifar10": "torchvision's python CIFAR-10 (cifar-10-batches-py/ with data_batch_1..5 and test_batch, or those "
+               "files in it)",
+    "cifar100": "torchvision's python CIFAR-100 (cifar-100-python/ with train and test, or those files in it)",
+    "imagefolder": "train/<class>/<images> and val/<class>/<images> (the same class folders in both)",
+}
+
+
+def _check_data_dir(dataset: str, data_dir: str) -> Path:
+    """The explicit ``data_dir`` as a Path; :class:`DataNotFoundError` naming it when it is no folder."""
+    d = Path(data_dir).expanduser()
+    if not d.is_dir():
+        what = "is not a folder" if d.exists() else "does not exist"
+        raise DataNotFoundError(f"data_dir={data_dir!r} {what}; dataset {dataset!r} expects there "
+                                f"{_EXPECTED[dataset]}. Give the folder that holds it, or leave data_dir unset to use "
+                                "the default places (see `attnrepro.data`).")
+    return d
+
+
+def _not_in_data_dir(dataset: str, data_dir: str, looked: Sequence[Path], download: bool) -> DataNotFoundError:
+    places = ", ".join(str(p) for p in looked)
+    tried = "a download into it failed" if download else "downloads are off (ATTNREPRO_OFFLINE)"
+    return DataNotFoundError(f"dataset {dataset!r} is not in data_dir={data_dir!r} (looked in: {places}; {tried}); "
+                             f"expected there {_EXPECTED[dataset]}. Give the folder that holds it, or leave data_dir "
+                             "unset to use the default places (see `attnrepro.data`).")
+
+
 def _try_download(root: Path, fetch) -> None:
     """Run ``fetch(root)`` (a torchvision download); on failure remove the empty folders it created."""
     created = []
@@ -185,6 +220,11 @@ def locate(cfg, *, download: bool | None = None) -> Path | None:
     ds = cfg.dataset
     if ds == "synthetic":
         return None
+    if ds not in _EXPECTED:
+        raise ValueError(f"dataset={ds!r} is not valid; choose one of: fashion_mnist, cifar10, cifar100, "
+                         "imagefolder, synthetic")
+    if cfg.data_dir:
+        _check_data_dir(ds, cfg.data_dir)   # a path the user gave is never silently replaced by another place
     if ds == "fashion_mnist":
         d = _fashion_dir(cfg.data_dir)
         if d is None and download:
@@ -193,6 +233,8 @@ def locate(cfg, *, download: bool | None = None) -> Path | None:
             _try_download(root, lambda r: (torchvision.datasets.FashionMNIST(r, train=True, download=True),
                                            torchvision.datasets.FashionMNIST(r, train=False, download=True)))
             d = _fashion_dir(cfg.data_dir)
+        if d is None and cfg.data_dir:
+            raise _not_in_data_dir(ds, cfg.data_dir, _fashion_candidates(cfg.data_dir), download)
         if d is None:
             raise _not_found(ds, _fashion_candidates(cfg.data_dir),
                              "Get it with `apt-get install dataset-fashion-mnist` (Debian/Ubuntu), or put "
@@ -208,6 +250,8 @@ def locate(cfg, *, download: bool | None = None) -> Path | None:
             cls = torchvision.datasets.CIFAR10 if ds == "cifar10" else torchvision.datasets.CIFAR100
             _try_download(root, lambda r: cls(r, train=True, download=True))
             d, cands = _cifar_dir(ds, cfg.data_dir)
+        if d is None and cfg.data_dir:
+            raise _not_in_data_dir(ds, cfg.data_dir, cands, download)
         if d is None:
             folder = _cifar_spec(ds)[0]
             raise _not_found(ds, cands, f"Put torchvision's python version of the dataset ({folder}/, from "
@@ -220,10 +264,10 @@ def locate(cfg, *, download: bool | None = None) -> Path | None:
         missing = [s for s in ("train", "val") if not (root / s).is_dir()
                    or not any(p.is_dir() for p in (root / s).iterdir())]
         if missing:
-            raise _not_found(ds, [root / s for s in missing],
-                             "imagefolder needs data_dir/train/<class>/<images> and data_dir/val/<class>/<images> "
-                             "(the same class folders in both; Tiny ImageNet's val/ must first be sorted into class "
-                             "folders by val_annotations.txt).")
+            places = ", ".join(str(root / s) for s in missing)
+            raise DataNotFoundError(f"dataset 'imagefolder' is not in data_dir={cfg.data_dir!r}: no class folders in "
+                                    f"{places}; expected there {_EXPECTED[ds]} (Tiny ImageNet's val/ must first be "
+                                    "sorted into class folders by val_annotations.txt).")
         return root
     raise ValueError(f"dataset={ds!r} is not valid; choose one of: fashion_mnist, cifar10, cifar100, imagefolder, "
                      "synthetic")

@@ -1,5 +1,6 @@
 """`attnrepro train`: bad input exits 2 with one line before anything is trained or written; a good run trains."""
 import json
+from pathlib import Path
 
 import pytest
 
@@ -22,8 +23,8 @@ SYN = ["-p", "dataset", "synthetic", "-p", "device", "cpu"]
     (["-p", "epochs", "two"], "epochs='two'"),
     (["-p", "schedule", "step"], "choose one of"),
     (["-p", "lr", "-1"], "lr=-1.0 is out of range"),
-    (["-p", "dataset", "cifar10", "-p", "data_dir", "{tmp}/nowhere"], "looked in"),
-    (["-p", "dataset", "fashion_mnist", "-p", "data_dir", "{tmp}/nowhere"], None),
+    (["-p", "dataset", "cifar10", "-p", "data_dir", "{tmp}/nowhere"], "data_dir='{tmp}/nowhere' does not exist"),
+    (["-p", "dataset", "fashion_mnist", "-p", "data_dir", "{tmp}/nowhere"], "data_dir='{tmp}/nowhere' does not exist"),
     (["-p", "dataset", "imagefolder", "-p", "data_dir", "{tmp}"], "train/<class>"),
     (SYN + ["-p", "amp", "fp16"], "fp16"),
     (SYN + ["--config", "{tmp}/missing.yaml"], "no such file"),
@@ -41,9 +42,41 @@ def test_bad_input_exits_2_with_one_line(main, tmp_path, capsys, monkeypatch, ar
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and err.startswith("attnrepro train: error:")
     if words:
-        assert words in err
+        assert words.replace("{tmp}", str(tmp_path)) in err
     assert not out.exists()
     assert not (tmp_path / "nowhere").exists()
+
+
+def write_fashion(d: Path, n: int = 8) -> None:
+    """Tiny Fashion-MNIST files in the real IDX format (magic 0x0803 images, 0x0801 labels)."""
+    import gzip
+    import struct
+    d.mkdir(parents=True)
+    for split in ("train", "t10k"):
+        imgs = struct.pack(">IIII", 0x0803, n, 28, 28) + bytes(n * 28 * 28)
+        labels = struct.pack(">II", 0x0801, n) + bytes(range(n))
+        (d / f"{split}-images-idx3-ubyte.gz").write_bytes(gzip.compress(imgs))
+        (d / f"{split}-labels-idx1-ubyte.gz").write_bytes(gzip.compress(labels))
+
+
+@pytest.mark.parametrize("given", ["nonexistent", "empty"])
+def test_a_given_data_dir_without_the_data_exits_2(main, tmp_path, capsys, monkeypatch, given):
+    """`-p data_dir DIR` that does not hold the dataset never falls back to the Debian copy (which is there)."""
+    from attnrepro import data
+    debian = tmp_path / "debian"
+    write_fashion(debian)
+    monkeypatch.setattr(data, "FASHION_MNIST_DIRS", [str(debian)])
+    d = tmp_path / given
+    if given == "empty":
+        d.mkdir()
+    out = tmp_path / "run"
+    argv = ["train", "-p", "dataset", "fashion_mnist", "-p", "device", "cpu", "-p", "data_dir", str(d),
+            "-p", "max_steps", "1", "-p", "width", "0.25", "--out", str(out)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"data_dir={str(d)!r}" in err and "train-images-idx3-ubyte" in err, err
+    assert str(debian) not in err
+    assert not out.exists()
 
 
 def test_a_folder_of_another_config_exits_2(main, tmp_path, capsys):
