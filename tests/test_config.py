@@ -73,11 +73,21 @@ def other_value(key: str, cfg: RunConfig):
     raise AssertionError(f"no other valid value for {key}")
 
 
+def _kind_using(key: str) -> str:
+    """An attention kind that takes ``key`` (``none`` for the keys no kind takes)."""
+    from attnrepro.modules.factory import ACCEPTED_KWARGS
+
+    if key == "stages":
+        return "expatt"
+    return next((k for k in ("expatt", "aa", "aw", "se") if key in ACCEPTED_KWARGS[k]), "none")
+
+
 @pytest.mark.parametrize("key", KEYS)
 def test_every_hashed_key_changes_the_hash_and_no_other_does(key):
     """A key left out of the hash serves a run from the cache for a different config (e.g. max_steps: a truncated
-    run passed off as the full one); a location in the hash re-runs what is already there."""
-    cfg = RunConfig()
+    run passed off as the full one); a location in the hash re-runs what is already there. Attention keys are
+    changed on a kind that takes them."""
+    cfg = RunConfig(attention=_kind_using(key))
     changed = other_value(key, cfg)
     if key in _NOT_HASHED:
         assert changed.hash() == cfg.hash()
@@ -113,3 +123,29 @@ def test_round_trip_and_describe():
     assert [r["key"] for r in rows] == list(KEYS)
     assert all(r["help"] for r in rows)
     assert next(r for r in rows if r["key"] == "dataset")["choices"][0] == "fashion_mnist"
+
+
+@pytest.mark.parametrize("a,b", [
+    ({"attention": "expatt", "stages": [1, 2, 3]}, {"attention": "expatt"}),                  # 'all' is the default
+    ({"attention": "expatt", "stages": [3, 2, 1, 3]}, {"attention": "expatt"}),
+    ({"attention": "none", "stages": [3], "kernel": "cauchy"}, {"attention": "none"}),        # nothing placed
+    ({"attention": "aa", "kernel": "laplacian", "radius_init": 8.0}, {"attention": "aa"}),   # expatt-only keys
+    ({"attention": "se", "kappa": 0.5, "heads": 2}, {"attention": "se"}),
+    ({"model": "resnet50", "attention": "aa", "stages": [4, 2, 3]}, {"model": "resnet50", "attention": "aa"}),
+    ({"model": "resnet50", "attention": "se", "stages": [1, 2, 3, 4]}, {"model": "resnet50", "attention": "se"}),
+])
+def test_configs_that_train_the_same_model_share_a_hash(a, b):
+    assert RunConfig.from_dict(a).hash() == RunConfig.from_dict(b).hash()
+
+
+@pytest.mark.parametrize("a,b", [
+    ({"attention": "expatt", "stages": [3]}, {"attention": "expatt"}),
+    ({"attention": "expatt", "kernel": "cauchy"}, {"attention": "expatt"}),
+    ({"attention": "aa", "heads": 2}, {"attention": "aa"}),
+    ({"attention": "aw+se", "reduction": 8}, {"attention": "aw+se"}),
+    # aw+se on ResNet-50: default aw [2, 3, 4] and se [1..4]; stages [1..4] puts aw in stage 1 too
+    ({"model": "resnet50", "attention": "aw+se", "stages": [1, 2, 3, 4]}, {"model": "resnet50", "attention": "aw+se"}),
+    ({"model": "resnet50", "attention": "aa", "stages": [1, 2, 3, 4]}, {"model": "resnet50", "attention": "aa"}),
+])
+def test_configs_that_train_different_models_do_not(a, b):
+    assert RunConfig.from_dict(a).hash() != RunConfig.from_dict(b).hash()

@@ -381,6 +381,19 @@ def test_claimed_size_judged_with_the_far_end_of_the_interval(runs):
     assert judge_claim(c, runs)["status"] == "inconsistent"
 
 
+def test_in_the_setting_an_interval_above_zero_but_below_the_claimed_size_is_inconsistent(runs):
+    """expatt beats none by about 2 pp (interval above 0): consistent with a claimed +1, but in the paper's setting
+    a claimed +20 lies beyond the interval, and that contradicts the claim although the sign agrees."""
+    c = _claim(effect=1.0, setting={"dataset": "fashion_mnist", "model": "resnet20"})
+    r = judge_claim(c, runs)
+    assert r["status"] == "consistent" and r["low"] > 0 and r["high"] > 1.0
+    c["effect"] = round(r["high"] + 5, 1)
+    r = judge_claim(c, runs)
+    assert r["status"] == "inconsistent" and "excludes the claimed" in r["why"]
+    c["setting"] = {}                          # outside the setting the size is not judged
+    assert judge_claim(c, runs)["status"] == "consistent"
+
+
 def test_direction_less_uses_the_mirrored_interval(runs):
     lo, hi = _se_vs_none()
     c = _claim(compare={"ablation": "baseline", "variant": "se", "reference": "none"}, direction="less")

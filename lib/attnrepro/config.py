@@ -131,10 +131,37 @@ class RunConfig:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
-    def hash(self) -> str:
-        """A stable short hash of every key that changes the result (``data_dir`` excluded: where, not what)."""
+    def canonical(self) -> dict[str, Any]:
+        """The config as :meth:`hash` sees it: every key that changes the result, each in one spelling.
+
+        Two configs that train the same model the same way get the same dict, so the pipeline trains them once
+        (e.g. ``placement/all`` and ``kernel/gaussian``, or ``placement/none`` and ``baseline/none``):
+
+        - ``data_dir``, ``num_workers``, ``device`` are left out (where and how, not what);
+        - an attention key the chosen kind does not take (``kernel`` for ``aa``, every one for ``none``; see
+          :data:`attnrepro.modules.factory.ACCEPTED_KWARGS`) is set to its default;
+        - ``stages`` is None without attention, and None when it puts every part of the kind exactly where the
+          kind's default puts it (:func:`attnrepro.models.placement.part_stages`); otherwise sorted, de-duplicated.
+        """
+        from .models.placement import part_stages       # lazy: they import torch
+        from .modules.factory import ACCEPTED_KWARGS
+
         d = {k: v for k, v in self.to_dict().items() if k not in _NOT_HASHED}
-        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+        used = set(ACCEPTED_KWARGS.get(self.attention, ()))
+        for k in set().union(*ACCEPTED_KWARGS.values()) - used:
+            if k in d:
+                d[k] = _DEFAULTS[k]
+        if self.attention == "none":
+            d["stages"] = None
+        elif self.stages is not None:
+            chosen = sorted(set(self.stages))
+            default = part_stages(self.model, self.attention, None)
+            d["stages"] = None if part_stages(self.model, self.attention, chosen) == default else chosen
+        return d
+
+    def hash(self) -> str:
+        """A stable short hash of :meth:`canonical`: every key that changes the result, in one spelling."""
+        return hashlib.sha256(json.dumps(self.canonical(), sort_keys=True).encode()).hexdigest()[:16]
 
     # ------------------------------------------------------------------ validation
     def validate(self) -> None:
@@ -173,6 +200,7 @@ def num_stages(model: str) -> int:
 
 FIELDS: dict[str, dataclasses.Field] = {f.name: f for f in dataclasses.fields(RunConfig)}
 KEYS: tuple[str, ...] = tuple(FIELDS)
+_DEFAULTS: dict[str, Any] = RunConfig().to_dict()
 _HINTS = typing.get_type_hints(RunConfig)
 
 

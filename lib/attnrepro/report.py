@@ -11,9 +11,10 @@ written in ``claims.yaml`` (``rule``) and implemented by :func:`judge_claim`:
 
 - accuracy claims: paired delta ``d`` of final top-1 over seeds where both sides finished, 95% t interval [lo, hi].
   *not testable* when the comparison is absent, ``n_pairs < min_seeds``, a compared run has fewer than ``min_epochs``
-  epochs or truncated epochs (``max_steps > 0``), or the claim is marked untestable; *consistent* when the interval
-  excludes 0 on the claimed side; *inconsistent* when it excludes 0 on the other side, or (only in the paper's own
-  dataset and model) excludes the claimed effect; otherwise *not testable* (the interval includes 0).
+  epochs or truncated epochs (``max_steps > 0``), or the claim is marked untestable; *inconsistent* when, in the
+  paper's own dataset and model, the interval lies below the claimed effect (checked first); *consistent* when the
+  interval excludes 0 on the claimed side; *inconsistent* when it excludes 0 on the other side; otherwise *not
+  testable* (the interval includes 0).
 - cost claims (params, MACs) need no training: they are judged in the paper's own setting, on the models named in
   the claim's ``build`` (built with :func:`attnrepro.models.build_model`, counted with :mod:`attnrepro.flops`,
   whatever the runs hold); *consistent* when the relative difference is within the claim's declared ``tolerance``
@@ -190,15 +191,17 @@ def judge_claim(claim: Mapping[str, Any], runs: pd.DataFrame, defaults: Mapping[
         return verdict("not testable", "; ".join(reasons))
     lo, hi = float(row["delta_low"]), float(row["delta_high"])
     s_lo, s_hi = (lo, hi) if sign > 0 else (-hi, -lo)
+    effect = claim.get("effect")
+    in_setting = _in_setting(paired, claim.get("setting"))
+    # the size first: in the paper's setting an interval above 0 but below the claimed effect contradicts the claim
+    if effect is not None and in_setting and s_hi < abs(float(effect)):
+        return verdict("inconsistent", f"in the paper's setting, the 95% CI excludes the claimed {abs(effect):g} pp")
     if s_lo > 0:
         return verdict("consistent", f"the 95% CI of the paired delta excludes 0 on the claimed side"
-                       + ("" if _in_setting(paired, claim.get("setting")) else
+                       + ("" if in_setting else
                           f" (direction only; size not compared outside the paper's setting, on {_models(paired)})"))
     if s_hi < 0:
         return verdict("inconsistent", "the 95% CI of the paired delta excludes 0 on the opposite side")
-    effect = claim.get("effect")
-    if effect is not None and _in_setting(paired, claim.get("setting")) and s_hi < abs(float(effect)):
-        return verdict("inconsistent", f"in the paper's setting, the 95% CI excludes the claimed {abs(effect):g} pp")
     return verdict("not testable", f"the 95% CI includes 0: {n} seeds cannot resolve an effect of this size here")
 
 
