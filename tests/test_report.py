@@ -36,11 +36,11 @@ def built(tmp_path_factory):
 def test_html_is_self_contained_with_figures(built):
     out, html = built
     imgs = re.findall(r"<img[^>]*src=\"data:image/png;base64,[A-Za-z0-9+/=]{100,}", html)
-    # 4 (kernel) + 3 (radius_init) + 4 (placement) + 4 (baseline) figures
-    assert len(imgs) == 15
+    # 1 (findings) + 4 (kernel) + 3 (radius_init) + 4 (placement) + 4 (baseline) figures
+    assert len(imgs) == 16
     assert not re.search(r"<script[^>]*src=", html) and "cdnjs" not in html and "mathjax" not in html.lower()
     assert "from attnrepro.report import" not in html          # code cells hidden
-    for section in ("Provenance", "Ablation: kernel", "Ablation: radius_init", "Ablation: placement",
+    for section in ("Findings", "Provenance", "Ablation: kernel", "Ablation: radius_init", "Ablation: placement",
                     "Ablation: baseline", "claims beside these runs", "Paper tables", "Benchmarks"):
         assert section in html
     assert "expatt-bench-row" in html and re.search(r"<table[^>]*>.*expatt-bench-row", html, re.S)
@@ -89,3 +89,20 @@ def test_tables_match_the_run_files(built):
     assert claims.loc["expatt_fewer_params_than_aa", "status"] in ("consistent", "inconsistent")
     assert len(paper) == len(tables.load_paper_rows()) * len(tables.CONVENTIONS)
     assert (out / "report.ipynb").is_file() and (out / "figures" / "baseline-top1_vs_macs.png").is_file()
+
+
+@pytest.mark.slow
+def test_findings_at_the_top_generated_from_the_tables(built):
+    from attnrepro import findings
+
+    out, html = built
+    assert html.index("<h2>Findings</h2>") < html.index("<h2>Provenance</h2>") < html.index("Ablation: kernel")
+    tables = findings.read_tables(out)
+    assert set(tables) >= {"baseline", "kernel", "radius_init", "placement"}
+    f = pd.read_csv(out / "findings.csv").set_index("ablation")
+    again = findings.findings(tables).set_index("ablation")
+    assert list(f["finding"]) == list(again["finding"])
+    for sentence in again["finding"]:
+        assert sentence.replace("±", "&plusmn;") in html or sentence in html
+    assert (out / "figures" / "findings-deltas.png").is_file()
+    assert "training time" in html and "s summed over the" in html

@@ -584,3 +584,32 @@ def test_report_items_with_runs_and_without(runs_root, tmp_path):
         assert "No runs of this ablation" in empty.ablation_items(a)[-1].data
     empty.claims_items()
     empty.write_csvs(tmp_path / "empty")
+
+
+def test_run_seconds_counts_a_reused_run_once(tmp_path):
+    root = write_runs(tmp_path / "r")
+    base = results.load_runs(root, PRESET)
+    t = results.run_seconds(base)
+    assert t["reused"] == 0 and t["trained"] == len(base)
+    assert t["total"] == pytest.approx(10.0 * base["wall_time_s"].notna().sum())
+    # placement/none is baseline/none's config: the pipeline copies the record and marks it reused_from
+    for s in SEEDS:
+        p = root / PRESET / "placement" / f"none-s{s}" / "metrics.json"
+        m = json.loads(p.read_text())
+        m["reused_from"] = f"{PRESET}/baseline/none-s{s}"
+        p.write_text(json.dumps(m))
+    runs = results.load_runs(root, PRESET)
+    assert set(runs.loc[runs["reused_from"].notna(), "path"]) == {f"{PRESET}/placement/none-s{s}" for s in SEEDS}
+    t2 = results.run_seconds(runs)
+    assert t2["reused"] == 3 and t2["trained"] == len(runs) - 3 and t2["total"] == pytest.approx(t["total"] - 30.0)
+
+
+def test_written_comes_from_the_record_not_the_file_time(tmp_path):
+    root = write_runs(tmp_path / "r")
+    p = root / PRESET / "baseline" / "none-s0" / "metrics.json"
+    m = json.loads(p.read_text())
+    m["finished_at"] = "2026-01-02T03:04:05+00:00"
+    p.write_text(json.dumps(m))
+    runs = results.load_runs(root, PRESET)
+    row = runs[runs["path"] == f"{PRESET}/baseline/none-s0"].iloc[0]
+    assert row["written"] == "2026-01-02 03:04 UTC"

@@ -39,7 +39,7 @@ from typing import Any, Iterable, Mapping
 
 import pandas as pd
 
-from . import figures, results
+from . import figures, findings, results
 from ._io import atomic_write_text
 from .pipeline import KERNEL_NAME, default_runs_dir, ensure_kernel  # one kernel name, one installer
 
@@ -361,6 +361,8 @@ class Report:
         found = results.ablations(self.runs)
         self.ablation_names = list(ABLATIONS) + [a for a in found if a not in ABLATIONS]
         self.tables = {a: results.ablation_table(self.runs, a, missing=self.missing) for a in found}
+        self.comparisons = findings.comparisons(self.tables)
+        self.findings = findings.findings(self.tables)
         self.built = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
         self.figures_dir: Path | None = None
         self._paper_table: pd.DataFrame | None = None
@@ -377,7 +379,7 @@ class Report:
     # ------------------------------------------------------------------ files
     def write_csvs(self, out_dir: str | Path) -> list[Path]:
         """``runs.csv`` (one row per run, missing ones included), ``<ablation>.csv``, ``claims.csv``,
-        ``paper_tables.csv``; the figures the report then draws are also saved as ``figures/<ablation>-<i>.png``
+        ``findings.csv`` and ``comparisons.csv`` (:mod:`attnrepro.findings`), ``paper_tables.csv``; the figures the report then draws are also saved as ``figures/<ablation>-<i>.png``
         beside them."""
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
@@ -387,6 +389,7 @@ class Report:
         runs["varied"] = runs["varied"].map(lambda v: ";".join(f"{k}={v[k]}" for k in sorted(v)) if v else "")
         runs = pd.concat([runs, self.missing], ignore_index=True) if len(self.missing) else runs
         for name, df in [("runs", runs), *((a, t) for a, t in self.tables.items()), ("claims", self.claims),
+                         ("findings", self.findings), ("comparisons", self.comparisons),
                          ("paper_tables", self.paper_table)]:
             p = out / f"{name}.csv"
             df2 = df.copy()
@@ -403,7 +406,8 @@ class Report:
         return {"found": len(self.runs), "finished": int((s == "finished").sum()), "failed": int((s == "failed").sum()),
                 "incomplete": int((s == "incomplete").sum()), "missing": len(self.missing)}
 
-    def provenance_items(self) -> list:
+    def header_items(self) -> list:
+        """The title, what the numbers are, and the scale warning."""
         from IPython.display import HTML
 
         c = self._counts()
@@ -422,6 +426,43 @@ class Report:
         warn = self._scale_warning()
         if warn:
             items.append(HTML(f"<p class='ar-warn'><b>Scale.</b> {html.escape(warn)}</p>"))
+        return items
+
+    def findings_items(self) -> list:
+        """"Findings": per ablation, the reference, the best variant and what is resolved, by the rule of
+        :mod:`attnrepro.findings` (shown), with the paired-deltas figure; generated from the ablation tables."""
+        from IPython.display import HTML
+
+        items = [HTML("<h2>Findings</h2>")]
+        if self.findings.empty:
+            return items + [HTML("<p>No ablation with a reference variant and finished runs: nothing to find.</p>")]
+        mh = findings.median_half(self.tables)
+        lis = "".join(f"<li><b>{html.escape(str(f.ablation))}</b>: {html.escape(str(f.finding))}</li>"
+                      for f in self.findings.itertuples())
+        items.append(HTML(
+            "<p>" + (f"Median 95% half-width of the paired deltas: <b>{mh:.2f} points</b>, about the smallest "
+                     "effect these runs could have seen. " if math.isfinite(mh) else "") +
+            f"The datasets and models are this preset's ({html.escape(_counts_text(self.runs['dataset'].astype(str)))}"
+            "), not the papers' ImageNet ones.</p>"
+            f"<ul>{lis}</ul><details><summary>The findings rule</summary><p class='ar-rule'>"
+            f"{html.escape(findings.RULE)}</p></details>"))
+        fig = figures.paired_deltas(self.comparisons)
+        if fig is not None:
+            png = figures.to_png(fig)
+            if self.figures_dir is not None:
+                self.figures_dir.mkdir(parents=True, exist_ok=True)
+                (self.figures_dir / "findings-deltas.png").write_bytes(png)
+            items += [_image(png), HTML("<p class='ar-cap'>Each variant's paired Δ top-1 to its ablation's reference "
+                                        "with its 95% t interval; green: resolved above 0, red: below.</p>")]
+        return items
+
+    def provenance_items(self, header: bool = True) -> list:
+        """The provenance table and the failed, incomplete and missing runs (after :meth:`header_items` when
+        ``header``)."""
+        from IPython.display import HTML
+
+        c = self._counts()
+        items = self.header_items() if header else []
         items.append(HTML("<h2>Provenance</h2>"))
         rows = [("preset", self.preset), ("report built", self.built),
                 ("report code (git)", _git_describe(_repo_root())),
@@ -439,7 +480,8 @@ class Report:
                          lambda x: f"{x['device']} ({x['device_name']})" if pd.notna(x["device"]) else None, axis=1))),
                      ("dataset / model", _counts_text(r["dataset"].astype(str) + " / " + r["model"].astype(str))),
                      ("epochs (configured)", _counts_text(r["epochs"])),
-                     ("seeds", " ".join(str(s) for s in sorted(set(r["seed"]))))]
+                     ("seeds", " ".join(str(s) for s in sorted(set(r["seed"])))),
+                     ("training time", _time_text(results.run_seconds(r)))]
         rows.append(("report environment", _env_text()))
         items.append(_plain_table(pd.DataFrame(rows, columns=["", "value"])))
         bad = self.problem_runs()
@@ -666,6 +708,15 @@ def _counts_text(values: pd.Series) -> str:
         return "unknown"
     counts = v.value_counts()
     return "; ".join(f"{k} ({n} run{'s' if n != 1 else ''})" for k, n in counts.items())
+
+
+def _time_text(t: Mapping[str, Any]) -> str:
+    text = f"{t['total']:.0f} s summed over the {t['trained']} runs that trained"
+    if math.isfinite(t["median"]):
+        text += f" (median {t['median']:.0f} s a run)"
+    if t["reused"]:
+        text += f"; {t['reused']} runs reused an identical config's result and count once"
+    return text
 
 
 def _env_text() -> str:

@@ -47,7 +47,7 @@ STATUSES = ("finished", "failed", "incomplete", "missing")
 _FOLDER_RE = re.compile(r"^(?P<variant>.+)-s(?P<seed>\d+)$")
 # Columns copied from config.json into the runs frame (the rest stays in the ``config`` dict column).
 _CONFIG_COLUMNS = ("dataset", "model", "attention", "stages", "kernel", "radius_init", "learn_radius", "epochs",
-                   "batch_size", "max_steps", "train_subset", "width")
+                   "batch_size", "max_steps", "train_subset", "width", "min_key_dims", "eval_every")
 _FINAL_COLUMNS = ("val_top1", "val_top5", "val_loss", "train_loss", "train_top1")
 _ENV_COLUMNS = ("python", "torch", "torchvision", "device", "device_name", "git_commit")
 
@@ -172,8 +172,9 @@ def load_runs(runs_dir: str | Path, preset: str | None = None, *, grids_dir: str
         ``runs_dir``), the final metrics (``val_top1`` ... percent), ``best_val_top1, epochs_completed,
         params, macs, images_per_s, peak_mem_mb, wall_time_s, config_hash``, config columns (``dataset, model,
         attention, stages, kernel, radius_init, learn_radius, epochs, batch_size, max_steps, train_subset, width``),
-        env columns (``python, torch, torchvision, device, device_name, git_commit``), ``written`` (UTC time of the
-        newest run file), and dict columns ``varied`` (variant.json params), ``config``, ``radius`` (final radii).
+        env columns (``python, torch, torchvision, device, device_name, git_commit``), ``reused_from`` (the run this one
+        was copied from, an identical config; None when it trained), ``written`` (``finished_at`` of metrics.json,
+        else the newest run file's time, UTC), and dict columns ``varied`` (variant.json params), ``config``, ``radius`` (final radii).
     """
     runs_dir = Path(runs_dir)
     rows = []
@@ -221,15 +222,15 @@ def load_runs(runs_dir: str | Path, preset: str | None = None, *, grids_dir: str
             row[k] = env.get(k)
         if row["git_commit"] and env.get("git_dirty"):
             row["git_commit"] = f"{row['git_commit']} (with uncommitted changes)"
-        mtimes = [(d / f).stat().st_mtime for f in RUN_FILES if (d / f).exists()]
-        row["written"] = datetime.fromtimestamp(max(mtimes), timezone.utc).strftime("%Y-%m-%d %H:%M UTC") \
-            if mtimes else None
+        row["reused_from"] = met.get("reused_from") or (vj.get("reused_from") if isinstance(vj, dict) else None)
+        row["written"] = _written(d, met)
         row["config"] = {k: v for k, v in cfg.items() if k != "config_hash"}
         row["radius"] = met.get("radius") or last.get("radius") or {}
         rows.append(row)
     cols = ["preset", "ablation", "variant", "seed", "is_reference", "status", "reason", "path", *_FINAL_COLUMNS,
             "best_val_top1", "epochs_completed", "last_val_top1", "params", "macs", "images_per_s", "peak_mem_mb",
-            "wall_time_s", "config_hash", *_CONFIG_COLUMNS, *_ENV_COLUMNS, "written", "varied", "config", "radius"]
+            "wall_time_s", "config_hash", *_CONFIG_COLUMNS, *_ENV_COLUMNS, "reused_from", "written", "varied", "config",
+            "radius"]
     df = pd.DataFrame(rows, columns=cols)
     if df.empty:
         return df
@@ -237,6 +238,31 @@ def load_runs(runs_dir: str | Path, preset: str | None = None, *, grids_dir: str
     order = sorted(range(len(df)), key=lambda i: (df["preset"].iat[i], df["ablation"].iat[i],
                                                     natural_key(df["variant"].iat[i]), df["seed"].iat[i]))
     return df.iloc[order].reset_index(drop=True)
+
+
+def _written(d: Path, met: Mapping) -> str | None:
+    """When the run was written: ``finished_at`` from metrics.json (recorded in the file, so the same in every
+    clone), else the newest run file's modification time."""
+    at = met.get("finished_at")
+    if isinstance(at, str):
+        try:
+            return datetime.fromisoformat(at).astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+        except ValueError:
+            pass
+    mtimes = [(d / f).stat().st_mtime for f in RUN_FILES if (d / f).exists()]
+    return datetime.fromtimestamp(max(mtimes), timezone.utc).strftime("%Y-%m-%d %H:%M UTC") if mtimes else None
+
+
+def run_seconds(runs: pd.DataFrame) -> dict[str, float]:
+    """Training time of a runs frame: ``total`` = summed ``wall_time_s`` of the runs that trained (a run reused from
+    an identical config, ``reused_from``, counts once, as its origin), ``trained`` and ``reused`` run counts and the
+    ``median`` seconds of a trained run."""
+    if runs.empty:
+        return {"total": 0.0, "trained": 0, "reused": 0, "median": math.nan}
+    own = runs[runs["reused_from"].isna()] if "reused_from" in runs else runs
+    t = own["wall_time_s"].dropna()
+    return {"total": float(t.sum()), "trained": int(len(own)), "reused": int(len(runs) - len(own)),
+            "median": float(t.median()) if len(t) else math.nan}
 
 
 def _fill_reference(df: pd.DataFrame, grids_dir: str | Path | None) -> pd.DataFrame:
