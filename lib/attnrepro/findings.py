@@ -24,7 +24,7 @@ from typing import Any, Mapping
 import pandas as pd
 
 __all__ = ["RULE", "verdict", "comparisons", "findings", "median_half", "read_tables", "findings_markdown",
-           "update_readme", "configure", "run", "README_START", "README_END"]
+           "update_readme", "readme_block", "reproduce_command", "configure", "run", "README_START", "README_END"]
 
 RULE = ("Each variant is compared with its ablation's reference by the paired delta of final top-1 (variant minus "
         "reference, percentage points, paired by seed) and its two-sided 95% Student-t interval. Verdict: 'above' "
@@ -195,6 +195,11 @@ def findings_markdown(tables: Mapping[str, pd.DataFrame], preset: str, *, figure
     if command:
         lines += [f"Reproduce: `{command}`. Every number below is generated from `reports/{preset}/` by "
                   f"`attnrepro findings`; the rule: {RULE}", ""]
+    done = sum(_count(x) for t in tables.values() for x in t["n"])
+    expected = sum(_count(x) for t in tables.values() for x in t.get("n_expected", t["n"]))
+    lines += [f"Run folders finished: {done} of {expected}" + (
+        "." if done >= expected else " (the others have not run yet, or failed: the report lists them); findings "
+        "from the finished ones only."), ""]
     mh = median_half(tables)
     if math.isfinite(mh):
         lines += [f"Median 95% half-width of the paired deltas, all ablations: **{mh:.2f} points**.", ""]
@@ -245,6 +250,11 @@ def readme_block(readme: str | Path, preset: str) -> str | None:
     return m.group(1) if m else None
 
 
+def reproduce_command(preset: str) -> str:
+    """The command line that re-runs a preset's four ablations and rebuilds its report."""
+    return (f"attnrepro run {' '.join(ABLATION_ORDER)} --preset {preset} && attnrepro report --preset {preset}")
+
+
 # ----------------------------------------------------------------------------------------------------------- CLI
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--preset", required=True, help="preset whose report tables to read (reports/<preset>/)")
@@ -262,9 +272,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"no ablation tables under {d}; build them with `attnrepro report --preset {args.preset}`")
     fig = d / "figures" / "findings-deltas.png"
     figure = fig.as_posix() if fig.is_file() else None
-    body = findings_markdown(tables, args.preset, figure=figure,
-                             command=f"attnrepro run kernel radius_init placement baseline --preset {args.preset} "
-                                     f"&& attnrepro report --preset {args.preset}")
+    body = findings_markdown(tables, args.preset, figure=figure, command=reproduce_command(args.preset))
     if args.readme:
         try:
             changed = update_readme(args.readme, args.preset, body)
