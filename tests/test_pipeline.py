@@ -263,6 +263,23 @@ def test_changed_config_clears_the_folder_and_force_reruns(nbdir, tmp_path, monk
     assert not (run.out_dir / "checkpoint.pt").exists()      # another config's checkpoint is never resumed
 
 
+def test_a_folder_with_another_configs_checkpoint_and_no_final_record_is_stale(nbdir, tmp_path, monkeypatch):
+    """A run killed mid-way leaves config.json and checkpoint.pt but no metrics.json. Under a changed config that
+    folder is stale (cleared and trained afresh), not 'incomplete' (which would resume another config's checkpoint
+    and fail with a conflict on every re-run); under the same config it is incomplete (resumed)."""
+    calls: list = []
+    monkeypatch.setattr(pipeline, "_papermill", _fake_papermill(calls))
+    old = pipeline.expand(["kernel"], "tiny", {}, nb_dir=nbdir, runs_dir=tmp_path)[0]
+    old.out_dir.mkdir(parents=True)
+    (old.out_dir / "config.json").write_text(json.dumps({**old.config.to_dict(), "config_hash": old.config.hash()}))
+    (old.out_dir / "checkpoint.pt").write_text("old")
+    assert pipeline.run_state(old) == "incomplete"
+    new = pipeline.expand(["kernel"], "tiny", [("lr", "0.01")], nb_dir=nbdir, runs_dir=tmp_path)[0]
+    assert new.out_dir == old.out_dir and pipeline.run_state(new) == "stale"
+    assert pipeline.execute(new)["status"] == "finished" and len(calls) == 1
+    assert not (new.out_dir / "checkpoint.pt").exists()
+
+
 def test_lock_keeps_two_pipelines_from_running_one_config(nbdir, tmp_path, monkeypatch):
     calls: list = []
     monkeypatch.setattr(pipeline, "_papermill", _fake_papermill(calls, delay=0.5))
