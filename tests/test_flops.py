@@ -142,12 +142,7 @@ def test_resnet50_plain_about_4_1_gmacs():
 
 
 # ------------------------------------------------------------------------------------------ attention layers
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")   # tests/conftest.py
 
 
 def layer_macs(layer, shape):

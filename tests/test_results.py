@@ -104,14 +104,7 @@ def runs(runs_root) -> pd.DataFrame:
     return results.load_runs(runs_root, PRESET)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Cost claims count models: one intra-op thread avoids OpenMP spinning on shared CPUs."""
-    import torch
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")   # tests/conftest.py
 
 
 # ------------------------------------------------------------------------------------------------ statistics

@@ -20,12 +20,7 @@ from attnrepro.models import build_model
 from attnrepro.models.placement import iter_blocks
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")   # tests/conftest.py
 
 
 def test_conventions_are_the_product_of_three_choices():

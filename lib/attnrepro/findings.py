@@ -74,17 +74,21 @@ def _reference(table: pd.DataFrame) -> str | None:
     return str(ref["variant"].iloc[0]) if len(ref) else None
 
 
+def _with_reference(tables: Mapping[str, pd.DataFrame]):
+    """``(ablation, table, reference variant)`` in the report's order, for the tables that mark a reference."""
+    for ablation in _ordered(tables):
+        ref = _reference(tables[ablation])
+        if ref is not None:
+            yield ablation, tables[ablation], ref
+
+
 def comparisons(tables: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
     """One row per non-reference variant: ``ablation, variant, reference, n_pairs, mean, delta, delta_low,
     delta_high, delta_half, verdict``."""
     cols = ["ablation", "variant", "reference", "n_pairs", "mean", "delta", "delta_low", "delta_high",
             "delta_half", "verdict"]
     rows = []
-    for ablation in _ordered(tables):
-        t = tables[ablation]
-        ref = _reference(t)
-        if ref is None:
-            continue
+    for ablation, t, ref in _with_reference(tables):
         for _, r in t.iterrows():
             if str(r["variant"]) == ref:
                 continue
@@ -111,11 +115,7 @@ def findings(tables: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
             "median_half", "finding"]
     comp = comparisons(tables)
     rows = []
-    for ablation in _ordered(tables):
-        t = tables[ablation]
-        ref = _reference(t)
-        if ref is None:
-            continue
+    for ablation, t, ref in _with_reference(tables):
         c = comp[comp["ablation"] == ablation]
         r = t[t["variant"].astype(str) == ref].iloc[0]
         means = t.assign(_m=t["mean"].map(_num)).dropna(subset=["_m"])
