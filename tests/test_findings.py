@@ -94,3 +94,13 @@ def test_paired_deltas_figure():
     assert fig is not None and len(fig.axes[0].get_yticklabels()) == 2
     figures.to_png(fig)
     assert figures.paired_deltas(findings.comparisons({})) is None
+
+
+def test_markdown_without_runs_shows_dashes_and_names_absent_ablations():
+    t = table("none", 90.0, [])
+    t = pd.concat([t, pd.DataFrame([{"variant": "s1", "is_reference": False, "n": 0, "mean": math.nan,
+                                     "half": math.nan, "n_pairs": 0, "delta": math.nan, "delta_low": math.nan,
+                                     "delta_high": math.nan, "delta_half": math.nan}])], ignore_index=True)
+    md = findings.findings_markdown({"placement": t}, "cpu")
+    assert "| s1 | — | — | 0 | no pairs |" in md and "nan" not in md
+    assert "No finished run yet in: kernel, radius_init, baseline." in md

@@ -146,10 +146,14 @@ def findings(tables: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
 
 
 def _pm(mean: float, half: float) -> str:
+    if not math.isfinite(mean):
+        return "—"
     return f"{mean:.2f}" + (f" ± {half:.2f}" if math.isfinite(half) else "")
 
 
 def _interval(d: float, lo: float, hi: float) -> str:
+    if not math.isfinite(d):
+        return "—"
     return f"{d:+.2f} [{lo:+.2f}, {hi:+.2f}]" if math.isfinite(lo) else f"{d:+.2f}"
 
 
@@ -200,6 +204,9 @@ def findings_markdown(tables: Mapping[str, pd.DataFrame], preset: str, *, figure
     lines += [f"Run folders finished: {done} of {expected}" + (
         "." if done >= expected else " (the others have not run yet, or failed: the report lists them); findings "
         "from the finished ones only."), ""]
+    absent = [a for a in ABLATION_ORDER if a not in tables]
+    if absent:
+        lines += [f"No finished run yet in: {', '.join(absent)}.", ""]
     mh = median_half(tables)
     if math.isfinite(mh):
         lines += [f"Median 95% half-width of the paired deltas, all ablations: **{mh:.2f} points**.", ""]
