@@ -661,10 +661,10 @@ def _finished_with(d: Path, h: str) -> dict | None:
 def find_twin(run: Run) -> Path | None:
     """Another run folder of the same preset that finished this run's config (same hash), or None. Folders that
     trained it themselves come before folders that reused it."""
-    found = []
+    found, h = [], run.config.hash()
     for m in sorted((run.out_dir.parent.parent).glob("*/*/metrics.json")):
         d = m.parent
-        if d != run.out_dir and (done := _finished_with(d, run.config.hash())) is not None:
+        if d != run.out_dir and (done := _finished_with(d, h)) is not None:
             found.append((bool(done.get("reused_from")), d))
     return min(found)[1] if found else None
 

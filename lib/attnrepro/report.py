@@ -448,11 +448,7 @@ class Report:
             f"{html.escape(findings.RULE)}</p></details>"))
         fig = figures.paired_deltas(self.comparisons)
         if fig is not None:
-            png = figures.to_png(fig)
-            if self.figures_dir is not None:
-                self.figures_dir.mkdir(parents=True, exist_ok=True)
-                (self.figures_dir / "findings-deltas.png").write_bytes(png)
-            items += [_image(png), HTML("<p class='ar-cap'>Each variant's paired Δ top-1 to its ablation's reference "
+            items += [_image(self._png(fig, "findings-deltas")), HTML("<p class='ar-cap'>Each variant's paired Δ top-1 to its ablation's reference "
                                         "with its 95% t interval; green: resolved above 0, red: below.</p>")]
         return items
 
@@ -543,6 +539,14 @@ class Report:
             items.append(HTML(f"<p class='ar-cap'>{html.escape(caption)}</p>"))
         return items
 
+    def _png(self, fig, name: str) -> bytes:
+        """The figure as PNG bytes; after :meth:`write_csvs`, also saved as ``figures/<name>.png``."""
+        png = figures.to_png(fig)
+        if self.figures_dir is not None:
+            self.figures_dir.mkdir(parents=True, exist_ok=True)
+            (self.figures_dir / f"{name}.png").write_bytes(png)
+        return png
+
     def figures(self, ablation: str) -> list[tuple[bytes, str]]:
         """(PNG bytes, caption) for each figure of the ablation that has data; after :meth:`write_csvs`, each is also
         saved as ``figures/<ablation>-<name>.png``."""
@@ -551,11 +555,7 @@ class Report:
 
         def add(name, fig, caption):
             if fig is not None:
-                png = figures.to_png(fig)
-                out.append((png, caption))
-                if self.figures_dir is not None:
-                    self.figures_dir.mkdir(parents=True, exist_ok=True)
-                    (self.figures_dir / f"{ablation}-{name}.png").write_bytes(png)
+                out.append((self._png(fig, f"{ablation}-{name}"), caption))
 
         add("curves", figures.accuracy_curves(self.curves, ablation),
             "Validation top-1 per epoch, finished runs only; band: 95% t interval over seeds (none with one seed).")
