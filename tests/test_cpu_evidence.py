@@ -61,5 +61,6 @@ def test_the_readme_block_is_generated_from_the_committed_tables():
     fig = REPORT / "figures" / "findings-deltas.png"
     want = findings.findings_markdown(
         tables, "cpu", figure=fig.relative_to(ROOT).as_posix() if fig.is_file() else None,
-        command=findings.reproduce_command("cpu"))
+        command=findings.reproduce_command("cpu"), runs=findings.read_csv(REPORT, "runs"),
+        claims=findings.read_csv(REPORT, "claims"))
     assert block == want, "README's cpu findings differ from reports/cpu: run attnrepro findings --preset cpu --readme README.md"

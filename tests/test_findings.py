@@ -79,13 +79,40 @@ def test_update_readme_replaces_only_the_block(tmp_path):
         findings.update_readme(readme, "smoke", "x\n")
 
 
-def test_read_tables_round_trip(tmp_path):
+def test_read_tables_round_trip_takes_only_ablation_tables(tmp_path):
     t = table("gaussian", 90.0, [("uniform", 88.5, -2.0, -1.0)])
     t.to_csv(tmp_path / "kernel.csv", index=False)
+    # the report's other CSVs, with the columns they share with an ablation table
+    findings.comparisons({"kernel": t}).to_csv(tmp_path / "comparisons.csv", index=False)
+    findings.findings({"kernel": t}).to_csv(tmp_path / "findings.csv", index=False)
+    t.assign(status="finished").drop(columns=["half"]).to_csv(tmp_path / "runs.csv", index=False)
     pd.DataFrame({"claim": ["x"]}).to_csv(tmp_path / "claims.csv", index=False)
     got = findings.read_tables(tmp_path)
     assert list(got) == ["kernel"]
     assert findings.findings(got).iloc[0]["below"] == "uniform"
+    assert findings.read_csv(tmp_path, "claims")["claim"].tolist() == ["x"]
+    assert findings.read_csv(tmp_path, "nothing") is None
+
+
+def test_markdown_cost_counts_trained_runs_once_and_leaves_missing_out():
+    runs = pd.DataFrame({"status": ["finished", "finished", "finished", "missing"],
+                         "wall_time_s": [100.0, 300.0, 300.0, math.nan],
+                         "reused_from": [math.nan, math.nan, "kernel/gaussian-s0", math.nan]})
+    t = {"kernel": table("gaussian", 90.0, [("uniform", 88.5, -2.0, -1.0)])}
+    md = findings.findings_markdown(t, "cpu", runs=runs)
+    assert ("Training cost: 400 s summed over the 2 runs that trained (median 200 s a run); 1 runs reused an "
+            "identical config's result and count once.") in md
+    assert "Training cost" not in findings.findings_markdown(t, "cpu")
+
+
+def test_markdown_claims_table_keeps_its_cells_whole():
+    claims = pd.DataFrame({"id": ["a_over_b", "cost"], "comparison": ["baseline: a vs b", "built: x vs y"],
+                           "measured": [math.nan, "-6.24%"], "status": ["not testable", "consistent"],
+                           "why": ["no runs of\nablation 'baseline'", "|-6.24 - (-6.4)| = 0.16 pp <= 1 pp"]})
+    md = findings.findings_markdown({"kernel": table("gaussian", 90.0, [])}, "cpu", claims=claims)
+    assert "1 not testable, 1 consistent." in md
+    assert "| a_over_b | baseline: a vs b | — | not testable | no runs of ablation 'baseline' |" in md
+    assert "| cost | built: x vs y | -6.24% | consistent | \\|-6.24 - (-6.4)\\| = 0.16 pp <= 1 pp |" in md
 
 
 def test_paired_deltas_figure():

@@ -477,7 +477,7 @@ class Report:
                      ("dataset / model", _counts_text(r["dataset"].astype(str) + " / " + r["model"].astype(str))),
                      ("epochs (configured)", _counts_text(r["epochs"])),
                      ("seeds", " ".join(str(s) for s in sorted(set(r["seed"])))),
-                     ("training time", _time_text(results.run_seconds(r)))]
+                     ("training time", results.time_text(results.run_seconds(r)))]
         rows.append(("report environment", _env_text()))
         items.append(_plain_table(pd.DataFrame(rows, columns=["", "value"])))
         bad = self.problem_runs()
@@ -708,15 +708,6 @@ def _counts_text(values: pd.Series) -> str:
         return "unknown"
     counts = v.value_counts()
     return "; ".join(f"{k} ({n} run{'s' if n != 1 else ''})" for k, n in counts.items())
-
-
-def _time_text(t: Mapping[str, Any]) -> str:
-    text = f"{t['total']:.0f} s summed over the {t['trained']} runs that trained"
-    if math.isfinite(t["median"]):
-        text += f" (median {t['median']:.0f} s a run)"
-    if t["reused"]:
-        text += f"; {t['reused']} runs reused an identical config's result and count once"
-    return text
 
 
 def _env_text() -> str:

@@ -39,7 +39,7 @@ import pandas as pd
 __all__ = [
     "RUN_FILES", "STATUSES", "TInterval", "t_interval", "load_runs", "load_curves", "load_radii", "missing_runs",
     "reference_variant", "summarize", "paired_deltas", "ablation_table", "ablations", "natural_key", "match_variant",
-    "variant_config",
+    "variant_config", "run_seconds", "time_text",
 ]
 
 RUN_FILES = ("variant.json", "config.json", "metrics.json", "metrics.jsonl")
@@ -263,6 +263,16 @@ def run_seconds(runs: pd.DataFrame) -> dict[str, float]:
     t = own["wall_time_s"].dropna()
     return {"total": float(t.sum()), "trained": int(len(own)), "reused": int(len(runs) - len(own)),
             "median": float(t.median()) if len(t) else math.nan}
+
+
+def time_text(t: Mapping[str, Any]) -> str:
+    """:func:`run_seconds` in words."""
+    text = f"{t['total']:.0f} s summed over the {t['trained']} runs that trained"
+    if math.isfinite(t["median"]):
+        text += f" (median {t['median']:.0f} s a run)"
+    if t["reused"]:
+        text += f"; {t['reused']} runs reused an identical config's result and count once"
+    return text
 
 
 def _fill_reference(df: pd.DataFrame, grids_dir: str | Path | None) -> pd.DataFrame:
