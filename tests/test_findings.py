@@ -96,12 +96,12 @@ def test_read_tables_round_trip_takes_only_ablation_tables(tmp_path):
 
 def test_markdown_cost_counts_trained_runs_once_and_leaves_missing_out():
     runs = pd.DataFrame({"status": ["finished", "finished", "finished", "missing"],
-                         "wall_time_s": [100.0, 300.0, 300.0, math.nan],
+                         "wall_time_s": [1000.0, 3000.0, 3000.0, math.nan],
                          "reused_from": [math.nan, math.nan, "kernel/gaussian-s0", math.nan]})
     t = {"kernel": table("gaussian", 90.0, [("uniform", 88.5, -2.0, -1.0)])}
     md = findings.findings_markdown(t, "cpu", runs=runs)
-    assert ("Training cost: 400 s summed over the 2 runs that trained (median 200 s a run); 1 runs reused an "
-            "identical config's result and count once.") in md
+    assert ("Training cost: 4,000 s summed over the 2 runs that trained (median 2000 s a run); 1 run reused an "
+            "identical config's result and counts once.") in md
     assert "Training cost" not in findings.findings_markdown(t, "cpu")
 
 
@@ -131,3 +131,18 @@ def test_markdown_without_runs_shows_dashes_and_names_absent_ablations():
     md = findings.findings_markdown({"placement": t}, "cpu")
     assert "| s1 | — | — | 0 | no pairs |" in md and "nan" not in md
     assert "No finished run yet in: kernel, radius_init, baseline." in md
+
+
+def test_resolved_sentence_names_each_resolved_comparison_and_counts_the_rest():
+    t = {"baseline": table("none", 92.0, [("se", 92.5, 0.1, 0.9), ("aa", 91.8, -0.9, 0.3)]),
+         "kernel": table("gaussian", 90.0, [("uniform", 89.0, -1.6, -0.4), ("cauchy", 90.0, -1.0, 1.0)])}
+    t["kernel"].loc[2, ["n_pairs"]] = 1                              # cauchy: one paired seed only
+    got = findings.resolved_sentence(findings.comparisons(t))
+    assert got == ("Resolved (2 of 4 comparisons, the interval excludes 0): kernel uniform below gaussian, "
+                   "-1.00 [-1.60, -0.40]; baseline se above none, +0.50 [+0.10, +0.90]. Unresolved (the interval "
+                   "holds 0): 1. Without two paired seeds: 1.")
+    none = findings.resolved_sentence(findings.comparisons({"kernel": table("gaussian", 90.0, [
+        ("cauchy", 90.0, -1.0, 1.0)])}))
+    assert none == "Resolved: none of the 1 comparisons (no interval excludes 0). Unresolved (the interval holds 0): 1."
+    md = findings.findings_markdown(t, "cpu")
+    assert got in md

@@ -106,3 +106,22 @@ def test_findings_at_the_top_generated_from_the_tables(built):
         assert sentence.replace("±", "&plusmn;") in html or sentence in html
     assert (out / "figures" / "findings-deltas.png").is_file()
     assert "training time" in html and "s summed over the" in html
+
+
+def test_export_html_is_the_same_for_the_same_notebook(tmp_path):
+    """papermill gives its injected cell a random id and the HTML shows cell ids: the export numbers them instead."""
+    import uuid
+
+    import nbformat
+    from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+
+    from attnrepro import report
+
+    pages = []
+    for k in range(2):
+        cell = new_code_cell("x = 1")
+        cell["id"] = uuid.uuid4().hex[:8]          # as papermill's injected-parameters cell
+        nb = tmp_path / f"r{k}.ipynb"
+        nbformat.write(new_notebook(cells=[new_markdown_cell("# hi"), cell]), str(nb))
+        pages.append(report.export_html(nb, tmp_path / f"r{k}.html").read_text())
+    assert pages[0] == pages[1]

@@ -270,6 +270,11 @@ def test_bold_marks_the_highest_top1_and_the_fewest_params():
     bold = {(disp.index[i], disp.columns[j]) for (i, j), v in css.items() if ("font-weight", "bold") in v}
     assert (1, "top-1 % (mean ± 95% CI)") in bold and (1, "params") in bold and (0, "MACs") in bold
     assert (0, "images/s") in bold and (0, "params") not in bold and (1, "MACs") not in bold
+    # the same table gives the same HTML (no random CSS id), another table another id
+    assert bold_best(disp, num).to_html() == bold_best(disp, num).to_html()
+    other = disp.copy()
+    other.iloc[0, 0] = "z"
+    assert bold_best(disp, num).uuid != bold_best(other, num).uuid
 
 
 def test_scale_warning_names_the_fewest_epochs_and_seeds(runs):

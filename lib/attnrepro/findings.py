@@ -23,7 +23,7 @@ from typing import Any, Mapping
 
 import pandas as pd
 
-__all__ = ["RULE", "verdict", "comparisons", "findings", "median_half", "read_tables", "read_csv", "cost_sentence",
+__all__ = ["RULE", "verdict", "comparisons", "findings", "median_half", "resolved_sentence", "read_tables", "read_csv", "cost_sentence",
            "claims_markdown", "findings_markdown", "update_readme", "readme_block", "reproduce_command", "configure", "run", "README_START", "README_END"]
 
 RULE = ("Each variant is compared with its ablation's reference by the paired delta of final top-1 (variant minus "
@@ -108,6 +108,26 @@ def median_half(tables: Mapping[str, pd.DataFrame]) -> float:
     c = comparisons(tables)
     h = c["delta_half"].dropna()
     return float(h.median()) if len(h) else math.nan
+
+
+def resolved_sentence(comp: pd.DataFrame) -> str:
+    """What the comparisons (:func:`comparisons`) resolve, in one sentence: each variant whose interval excludes 0,
+    with its delta, then how many hold 0 and how many have no pairs."""
+    if comp.empty:
+        return "No comparison yet."
+    res = comp[comp["verdict"].isin(["above", "below"])]
+    n_unres, n_none = int((comp["verdict"] == "unresolved").sum()), int((comp["verdict"] == "no pairs").sum())
+    if len(res):
+        text = f"Resolved ({len(res)} of {len(comp)} comparisons, the interval excludes 0): " + "; ".join(
+            f"{r.ablation} {r.variant} {r.verdict} {r.reference}, "
+            f"{_interval(r.delta, r.delta_low, r.delta_high)}" for r in res.itertuples()) + "."
+    else:
+        text = f"Resolved: none of the {len(comp)} comparisons (no interval excludes 0)."
+    if n_unres:
+        text += f" Unresolved (the interval holds 0): {n_unres}."
+    if n_none:
+        text += f" Without two paired seeds: {n_none}."
+    return text
 
 
 def findings(tables: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
@@ -244,6 +264,7 @@ def findings_markdown(tables: Mapping[str, pd.DataFrame], preset: str, *, figure
     mh = median_half(tables)
     if math.isfinite(mh):
         lines += [f"Median 95% half-width of the paired deltas, all ablations: **{mh:.2f} points**.", ""]
+    lines += [resolved_sentence(comp), ""]
     for _, f in fnd.iterrows():
         lines += [f"**{f['ablation']}**: {f['finding']}", ""]
         lines += ["| variant | top-1 (%) | Δ vs " + f"{f['reference']}" + " [95% CI] | n | verdict |",

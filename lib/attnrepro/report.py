@@ -27,6 +27,7 @@ count per model (:func:`attnrepro.tables.measure` is cached for the process).
 from __future__ import annotations
 
 import argparse
+import hashlib
 import html
 import math
 import os
@@ -318,7 +319,9 @@ def bold_best(disp: pd.DataFrame, num: pd.DataFrame):
                 out.loc[col == col.max(), c] = "font-weight: bold"
         return out
 
-    sty = disp.style.apply(css, axis=None).hide(axis="index")
+    # the table's CSS id from its content, not pandas' random one, so that the same runs give the same report file
+    uid = hashlib.sha1(disp.to_csv().encode()).hexdigest()[:10]
+    sty = disp.style.set_uuid(uid).apply(css, axis=None).hide(axis="index")
     return sty.set_table_styles([
         {"selector": "th", "props": "text-align: left; padding: 3px 8px; background: #f0f0f0;"},
         {"selector": "td", "props": "text-align: left; padding: 3px 8px; border-top: 1px solid #ddd;"},
@@ -444,7 +447,7 @@ class Report:
                      "effect these runs could have seen. " if math.isfinite(mh) else "") +
             f"The datasets and models are this preset's ({html.escape(_counts_text(self.runs['dataset'].astype(str)))}"
             "), not the papers' ImageNet ones.</p>"
-            f"<ul>{lis}</ul><details><summary>The findings rule</summary><p class='ar-rule'>"
+            f"<p>{html.escape(findings.resolved_sentence(self.comparisons))}</p><ul>{lis}</ul><details><summary>The findings rule</summary><p class='ar-rule'>"
             f"{html.escape(findings.RULE)}</p></details>"))
         fig = figures.paired_deltas(self.comparisons)
         if fig is not None:
@@ -747,6 +750,8 @@ def export_html(notebook: str | Path, html_path: str | Path, title: str = "attnr
 
     nb = nbformat.read(str(notebook), as_version=4)
     nb.metadata["title"] = title
+    for i, cell in enumerate(nb.cells):          # papermill gives its injected cell a random id; the HTML shows ids
+        cell["id"] = f"cell-{i}"
     exp = HTMLExporter(template_name="lab", exclude_input=True, exclude_input_prompt=True,
                        exclude_output_prompt=True, embed_images=True)
     body, _ = exp.from_notebook_node(nb)

@@ -267,11 +267,12 @@ def run_seconds(runs: pd.DataFrame) -> dict[str, float]:
 
 def time_text(t: Mapping[str, Any]) -> str:
     """:func:`run_seconds` in words."""
-    text = f"{t['total']:.0f} s summed over the {t['trained']} runs that trained"
+    text = f"{t['total']:,.0f} s summed over the {t['trained']} runs that trained"
     if math.isfinite(t["median"]):
         text += f" (median {t['median']:.0f} s a run)"
     if t["reused"]:
-        text += f"; {t['reused']} runs reused an identical config's result and count once"
+        text += (f"; {t['reused']} runs reused an identical config's result and count once" if t["reused"] > 1
+                 else "; 1 run reused an identical config's result and counts once")
     return text
 
 
