@@ -55,12 +55,8 @@ def test_the_committed_tables_are_what_the_records_give(tmp_path):
 
 @committed
 def test_the_readme_block_is_generated_from_the_committed_tables():
-    tables = findings.read_tables(REPORT)
     block = findings.readme_block(ROOT / "README.md", "cpu")
     assert block is not None, "README.md has no cpu findings block"
-    fig = REPORT / "figures" / "findings-deltas.png"
-    want = findings.findings_markdown(
-        tables, "cpu", figure=fig.relative_to(ROOT).as_posix() if fig.is_file() else None,
-        command=findings.reproduce_command("cpu"), runs=findings.read_csv(REPORT, "runs"),
-        claims=findings.read_csv(REPORT, "claims"))
-    assert block == want, "README's cpu findings differ from reports/cpu: run attnrepro findings --preset cpu --readme README.md"
+    want = findings.report_markdown(REPORT, "cpu", relative_to=ROOT)
+    assert block == want, ("README's cpu findings differ from reports/cpu: run attnrepro findings --preset cpu "
+                           "--readme README.md")

@@ -146,3 +146,22 @@ def test_resolved_sentence_names_each_resolved_comparison_and_counts_the_rest():
     assert none == "Resolved: none of the 1 comparisons (no interval excludes 0). Unresolved (the interval holds 0): 1."
     md = findings.findings_markdown(t, "cpu")
     assert got in md
+
+
+def test_cli_writes_the_block_report_markdown_gives(tmp_path, monkeypatch, capsys):
+    from attnrepro import cli
+
+    d = tmp_path / "reports" / "cpu"
+    d.mkdir(parents=True)
+    table("gaussian", 90.0, [("uniform", 88.5, -2.0, -1.0)]).to_csv(d / "kernel.csv", index=False)
+    pd.DataFrame({"status": ["finished"], "wall_time_s": [12.0], "reused_from": [math.nan]}).to_csv(
+        d / "runs.csv", index=False)
+    start, end = findings.README_START.format(preset="cpu"), findings.README_END.format(preset="cpu")
+    (tmp_path / "README.md").write_text(f"# x\n{start}\nold\n{end}\n")
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["findings", "--preset", "cpu", "--readme", "README.md"]) == 0
+    block = findings.readme_block(tmp_path / "README.md", "cpu")
+    assert block == findings.report_markdown(d, "cpu", relative_to=tmp_path)
+    assert "Training cost: 12 s" in block and "| uniform |" in block
+    assert cli.main(["findings", "--preset", "smoke"]) == 2
+    assert "no ablation tables under reports/smoke" in capsys.readouterr().err

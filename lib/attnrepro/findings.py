@@ -23,8 +23,9 @@ from typing import Any, Mapping
 
 import pandas as pd
 
-__all__ = ["RULE", "verdict", "comparisons", "findings", "median_half", "resolved_sentence", "read_tables", "read_csv", "cost_sentence",
-           "claims_markdown", "findings_markdown", "update_readme", "readme_block", "reproduce_command", "configure", "run", "README_START", "README_END"]
+__all__ = ["RULE", "verdict", "comparisons", "findings", "median_half", "resolved_sentence", "read_tables", "read_csv",
+           "cost_sentence", "claims_markdown", "findings_markdown", "report_markdown", "update_readme", "readme_block",
+           "reproduce_command", "configure", "run", "README_START", "README_END"]
 
 RULE = ("Each variant is compared with its ablation's reference by the paired delta of final top-1 (variant minus "
         "reference, percentage points, paired by seed) and its two-sided 95% Student-t interval. Verdict: 'above' "
@@ -289,6 +290,22 @@ def findings_markdown(tables: Mapping[str, pd.DataFrame], preset: str, *, figure
     return "\n".join(lines).rstrip() + "\n"
 
 
+def report_markdown(report_dir: str | Path, preset: str, *, relative_to: str | Path | None = None) -> str | None:
+    """:func:`findings_markdown` of the report a preset wrote to ``report_dir`` (its ablation tables, runs.csv,
+    claims.csv and the paired-deltas figure), or None when it has no ablation table. The figure's path is relative to
+    ``relative_to`` (the README's folder) when given, else as ``report_dir`` gives it."""
+    d = Path(report_dir)
+    tables = read_tables(d)
+    if not tables:
+        return None
+    fig = d / "figures" / "findings-deltas.png"
+    figure = None
+    if fig.is_file():
+        figure = (fig.relative_to(relative_to) if relative_to is not None else fig).as_posix()
+    return findings_markdown(tables, preset, figure=figure, command=reproduce_command(preset),
+                             runs=read_csv(d, "runs"), claims=read_csv(d, "claims"))
+
+
 def update_readme(readme: str | Path, preset: str, body: str) -> bool:
     """Replace the text between the preset's findings markers in ``readme``; returns whether it changed.
 
@@ -334,13 +351,9 @@ def run(args: argparse.Namespace) -> int:
     from .cli import UsageError
 
     d = Path(args.reports) / args.preset
-    tables = read_tables(d)
-    if not tables:
+    body = report_markdown(d, args.preset)
+    if body is None:
         raise UsageError(f"no ablation tables under {d}; build them with `attnrepro report --preset {args.preset}`")
-    fig = d / "figures" / "findings-deltas.png"
-    figure = fig.as_posix() if fig.is_file() else None
-    body = findings_markdown(tables, args.preset, figure=figure, command=reproduce_command(args.preset),
-                             runs=read_csv(d, "runs"), claims=read_csv(d, "claims"))
     if args.readme:
         try:
             changed = update_readme(args.readme, args.preset, body)

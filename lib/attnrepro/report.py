@@ -382,8 +382,8 @@ class Report:
     # ------------------------------------------------------------------ files
     def write_csvs(self, out_dir: str | Path) -> list[Path]:
         """``runs.csv`` (one row per run, missing ones included), ``<ablation>.csv``, ``claims.csv``,
-        ``findings.csv`` and ``comparisons.csv`` (:mod:`attnrepro.findings`), ``paper_tables.csv``; the figures the report then draws are also saved as ``figures/<ablation>-<i>.png``
-        beside them."""
+        ``findings.csv`` and ``comparisons.csv`` (:mod:`attnrepro.findings`), ``paper_tables.csv``; the figures the
+        report then draws are also saved as ``figures/<ablation>-<i>.png`` beside them."""
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         self.figures_dir = out / "figures"
@@ -447,12 +447,14 @@ class Report:
                      "effect these runs could have seen. " if math.isfinite(mh) else "") +
             f"The datasets and models are this preset's ({html.escape(_counts_text(self.runs['dataset'].astype(str)))}"
             "), not the papers' ImageNet ones.</p>"
-            f"<p>{html.escape(findings.resolved_sentence(self.comparisons))}</p><ul>{lis}</ul><details><summary>The findings rule</summary><p class='ar-rule'>"
-            f"{html.escape(findings.RULE)}</p></details>"))
+            f"<p>{html.escape(findings.resolved_sentence(self.comparisons))}</p><ul>{lis}</ul>"
+            "<details><summary>The findings rule</summary>"
+            f"<p class='ar-rule'>{html.escape(findings.RULE)}</p></details>"))
         fig = figures.paired_deltas(self.comparisons)
         if fig is not None:
-            items += [_image(self._png(fig, "findings-deltas")), HTML("<p class='ar-cap'>Each variant's paired Δ top-1 to its ablation's reference "
-                                        "with its 95% t interval; green: resolved above 0, red: below.</p>")]
+            items += [_image(self._png(fig, "findings-deltas")),
+                      HTML("<p class='ar-cap'>Each variant's paired Δ top-1 to its ablation's reference with its 95% "
+                           "t interval; green: resolved above 0, red: below.</p>")]
         return items
 
     def provenance_items(self, header: bool = True) -> list:

@@ -174,7 +174,8 @@ def load_runs(runs_dir: str | Path, preset: str | None = None, *, grids_dir: str
         attention, stages, kernel, radius_init, learn_radius, epochs, batch_size, max_steps, train_subset, width``),
         env columns (``python, torch, torchvision, device, device_name, git_commit``), ``reused_from`` (the run this one
         was copied from, an identical config; None when it trained), ``written`` (``finished_at`` of metrics.json,
-        else the newest run file's time, UTC), and dict columns ``varied`` (variant.json params), ``config``, ``radius`` (final radii).
+        else the newest run file's time, UTC), and dict columns ``varied`` (variant.json params), ``config``,
+        ``radius`` (final radii).
     """
     runs_dir = Path(runs_dir)
     rows = []
