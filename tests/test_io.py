@@ -64,7 +64,9 @@ def _run_files(tmp_path, monkeypatch, umask):
     import torch.nn as nn
     from nbformat.v4 import new_markdown_cell, new_notebook
 
-    from attnrepro import pipeline, report
+    from attnrepro import pipeline
+    from attnrepro.analysis import report
+    from attnrepro.pipeline import execution
     from attnrepro.config import RunConfig
     from attnrepro.train import run_training
 
@@ -84,7 +86,7 @@ def _run_files(tmp_path, monkeypatch, umask):
 
     def notebook(run, kernel_name, start_timeout):   # the notebook's part: the engine above writes its files
         (run.out_dir / "metrics.json").write_text(json.dumps({"status": "finished", "config_hash": cfg.hash()}))
-    monkeypatch.setattr(pipeline, "_papermill", notebook)
+    monkeypatch.setattr(execution, "_papermill", notebook)
     r = pipeline.Run(preset="p", ablation="a", variant="v", seed=0, config=cfg, params={}, reference="v",
                      notebook=nb, out_dir=tmp_path / "runs" / "p" / "a" / "v-s0", options={})
     assert pipeline.execute(r)["status"] == "finished"

@@ -13,23 +13,20 @@ import sys
 from typing import Any, Sequence
 
 from .config import ConfigError, coerce, describe
+from .errors import UsageError
 
 __all__ = ["main", "UsageError", "add_overrides", "overrides_from_args"]
-
-
-class UsageError(Exception):
-    """Bad command-line input that is not a config value (a missing file, an unknown ablation...)."""
 
 
 # name -> (module, one-line help). Modules are imported when the parser is built.
 COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("attnrepro.train.cli", "train one run config into an output folder (resumes when it can)"),
-    "run": ("attnrepro.pipeline", "run ablation notebooks over a preset's grid with papermill"),
-    "list": ("attnrepro.pipeline", "list ablations, presets and what their grids expand to"),
-    "report": ("attnrepro.report", "build reports/<preset>/report.html from the runs"),
-    "bench": ("attnrepro.bench", "benchmark what each attention costs; CSV + markdown under reports/bench/"),
-    "tables": ("attnrepro.tables", "the papers' params/GFLOPs rows beside the built models; reports/tables/"),
-    "findings": ("attnrepro.findings", "what a preset's report found, by the findings rule; --readme updates README"),
+    "run": ("attnrepro.pipeline.cli", "run ablation notebooks over a preset's grid with papermill"),
+    "list": ("attnrepro.pipeline.cli", "list ablations, presets and what their grids expand to"),
+    "report": ("attnrepro.analysis.cli", "build reports/<preset>/report.html from the runs"),
+    "bench": ("attnrepro.bench.cli", "benchmark what each attention costs; CSV + markdown under reports/bench/"),
+    "tables": ("attnrepro.analysis.cli", "the papers' params/GFLOPs rows beside the built models; reports/tables/"),
+    "findings": ("attnrepro.analysis.cli", "what a preset's report found, by the findings rule; --readme updates README"),
     "config": ("attnrepro.cli", "print every run-config key with its type, default and choices"),
 }
 

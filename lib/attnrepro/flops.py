@@ -29,7 +29,7 @@ What is counted, beyond fvcore's defaults (conv, linear/addmm, batch norm, adapt
 
 Breakdowns: :func:`mac_breakdown` gives the MACs per module and per op (fvcore's op names, without ``aten::``) from
 one trace; :data:`ATTENTION_MATMUL_OPS` names the ops that multiply activations with attention maps (SDPA, matmul,
-einsum), which a counter that only sees layers (conv, linear) would not count. :mod:`attnrepro.tables` builds its
+einsum), which a counter that only sees layers (conv, linear) would not count. :mod:`attnrepro.analysis.tables` builds its
 counting conventions on these.
 """
 from __future__ import annotations

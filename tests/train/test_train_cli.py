@@ -33,7 +33,7 @@ SYN = ["-p", "dataset", "synthetic", "-p", "device", "cpu"]
 ])
 def test_bad_input_exits_2_with_one_line(main, tmp_path, capsys, monkeypatch, args, words):
     from attnrepro import data
-    monkeypatch.setattr(data, "FASHION_MNIST_DIRS", [str(tmp_path / "no-debian")])
+    monkeypatch.setattr(data.sources, "FASHION_MNIST_DIRS", [str(tmp_path / "no-debian")])
     (tmp_path / "list.yaml").write_text("- 1\n- 2\n")
     (tmp_path / "badkey.yaml").write_text("lrr: 0.1\n")
     out = tmp_path / "run"
@@ -65,7 +65,7 @@ def test_a_given_data_dir_without_the_data_exits_2(main, tmp_path, capsys, monke
     from attnrepro import data
     debian = tmp_path / "debian"
     write_fashion(debian)
-    monkeypatch.setattr(data, "FASHION_MNIST_DIRS", [str(debian)])
+    monkeypatch.setattr(data.sources, "FASHION_MNIST_DIRS", [str(debian)])
     d = tmp_path / given
     if given == "empty":
         d.mkdir()

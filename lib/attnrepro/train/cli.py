@@ -11,8 +11,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..cli import UsageError, add_overrides, overrides_from_args
+from ..cli import add_overrides, overrides_from_args
 from ..config import ConfigError, RunConfig, check_keys
+from ..errors import UsageError
 
 __all__ = ["configure", "run", "config_from_args"]
 

@@ -50,8 +50,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..cli import UsageError
 from ..config import _NOT_HASHED, ConfigError, RunConfig
+from ..errors import UsageError
 from . import checkpoint as ckpt
 from .cuda import (autocast, check_amp, init_distributed, make_scaler, maybe_compile, resolve_device,
                    setup_backends, unwrap)

@@ -1,0 +1,85 @@
+"""The analysis half's command-line verbs: ``attnrepro report``, ``attnrepro findings`` and ``attnrepro tables``."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from ..errors import UsageError
+from ..pipeline.grids import default_runs_dir
+from .counting import CONVENTIONS
+from .findings import report_markdown, update_readme
+from .report import build_report
+from .tables import build_tables, column_verdicts, write_tables
+
+__all__ = ["configure_report", "run_report", "configure_findings", "run_findings", "configure_tables", "run_tables"]
+
+
+def configure_report(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--preset", default=None,
+                        help="preset whose runs to report (default: the only preset under --runs-dir, else smoke)")
+    parser.add_argument("--runs-dir", default=None, help="runs root (default: runs, or $ATTNREPRO_RUNS)")
+    parser.add_argument("--out", default="reports",
+                        help="reports root; the report goes to OUT/<preset>/report.html (default: reports)")
+
+
+def run_report(args: argparse.Namespace) -> int:
+    runs_dir = Path(args.runs_dir) if args.runs_dir else default_runs_dir()
+    preset = args.preset
+    if preset is None:
+        found = sorted(p.name for p in runs_dir.glob("*") if p.is_dir()) if runs_dir.is_dir() else []
+        if len(found) > 1:
+            raise UsageError(f"several presets under {runs_dir}: {', '.join(found)}; choose one with --preset")
+        preset = found[0] if found else "smoke"
+    if not runs_dir.is_dir():
+        print(f"attnrepro report: note: {runs_dir} does not exist; the report will say there are no runs",
+              file=sys.stderr)
+    out = build_report(preset, runs_dir, args.out)
+    print(out)
+    return 0
+
+
+def configure_findings(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--preset", required=True, help="preset whose report tables to read (reports/<preset>/)")
+    parser.add_argument("--reports", default="reports", help="reports root (default: reports)")
+    parser.add_argument("--readme", default=None, metavar="FILE",
+                        help="rewrite the preset's findings block in FILE (between its markers) instead of printing")
+
+
+def run_findings(args: argparse.Namespace) -> int:
+    d = Path(args.reports) / args.preset
+    body = report_markdown(d, args.preset)
+    if body is None:
+        raise UsageError(f"no ablation tables under {d}; build them with `attnrepro report --preset {args.preset}`")
+    if args.readme:
+        try:
+            changed = update_readme(args.readme, args.preset, body)
+        except ValueError as e:
+            raise UsageError(str(e)) from e
+        print(f"{args.readme}: findings block {'updated' if changed else 'already up to date'}")
+    else:
+        print(body, end="")
+    return 0
+
+
+def configure_tables(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", default=str(Path("reports") / "tables"),
+                        help="folder for paper_tables.csv and paper_tables_conventions.csv (default: reports/tables)")
+    parser.add_argument("--convention", nargs="+", choices=tuple(CONVENTIONS), default=None, metavar="NAME",
+                        help="only these counting conventions (default: all): " + ", ".join(CONVENTIONS))
+
+
+def run_tables(args: argparse.Namespace) -> int:
+    table = build_tables(conventions=args.convention)
+    paths = write_tables(args.out, table)
+    with pd.option_context("display.width", 250, "display.max_columns", 20, "display.max_colwidth", 40):
+        view = table[["model", "quantity", "convention", "reported", "measured", "residual", "matches"]]
+        print(view.to_string(index=False, float_format=lambda x: f"{x:.3f}"))
+    print()
+    for line in column_verdicts(table):
+        print(line)
+    for p in paths:
+        print(p, file=sys.stderr)
+    return 0

@@ -1,0 +1,78 @@
+"""The pipeline's command-line verbs: ``attnrepro run`` and ``attnrepro list``."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .._io import read_json
+from ..cli import add_overrides
+from .execution import run_all, summary_table
+from .grids import expand, grid_variants, list_ablations, list_presets, load_grid, load_preset, notebooks_dir
+from .runstate import run_state
+
+__all__ = ["configure_run", "run_run", "configure_list", "run_list"]
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--notebooks-dir", default=None, metavar="DIR",
+                        help="folder with the ablation notebooks, grids and presets/ (default: the repository's "
+                             "notebooks/, or $ATTNREPRO_NOTEBOOKS)")
+    parser.add_argument("--runs-dir", default=None, metavar="DIR",
+                        help="where run folders go (default: runs, or $ATTNREPRO_RUNS)")
+
+
+def configure_run(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("ablations", nargs="+", metavar="ABLATION", help="ablation(s) to run, e.g. kernel placement")
+    parser.add_argument("--preset", required=True, help="preset name (notebooks/presets/NAME.yaml), e.g. smoke")
+    add_overrides(parser)
+    parser.add_argument("--jobs", "-j", type=int, default=None,
+                        help="notebooks executed at once (default: the preset's jobs, else 1)")
+    parser.add_argument("--force", action="store_true", help="re-run finished runs too")
+    _common(parser)
+
+
+def run_run(args: argparse.Namespace) -> int:
+    runs = expand(args.ablations, args.preset, args.param, nb_dir=args.notebooks_dir, runs_dir=args.runs_dir)
+    jobs = args.jobs if args.jobs is not None else load_preset(notebooks_dir(args.notebooks_dir), args.preset)["jobs"]
+    results = run_all(runs, jobs=jobs, force=args.force)
+    failed = [r for r in results if r["status"] == "failed"]
+    print(summary_table(results))
+    if failed:
+        print(f"{len(failed)} of {len(results)} run(s) failed; see their log.txt and notebook.ipynb",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
+def configure_list(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("ablations", nargs="*", metavar="ABLATION",
+                        help="with --preset: show the runs these ablations expand to and their state")
+    parser.add_argument("--preset", default=None, help="preset to expand the grids with")
+    add_overrides(parser)
+    _common(parser)
+
+
+def run_list(args: argparse.Namespace) -> int:
+    nbd = notebooks_dir(args.notebooks_dir)
+    if args.preset is None and not args.ablations:
+        print("ablations:")
+        for a in list_ablations(nbd):
+            g = load_grid(nbd, a)
+            n = len(grid_variants(g, f"grid {a}.yaml"))
+            print(f"  {a:<12} {n:>2} variants, reference {g.get('reference')!s:<10} {g.get('description', '')}")
+        print("presets:")
+        for p in list_presets(nbd):
+            d = load_preset(nbd, p)
+            print(f"  {p:<12} seeds {d['seeds']!s:<10} {d.get('description', '')}")
+        return 0
+    preset = args.preset or "smoke"
+    runs = expand(args.ablations or list_ablations(nbd), preset, args.param, nb_dir=nbd, runs_dir=args.runs_dir)
+    w = max(len(r.name) for r in runs)
+    for r in runs:
+        params = " ".join(f"{k}={v}" for k, v in r.params.items())
+        ref = " (reference)" if r.variant == r.reference else ""
+        info = read_json(r.out_dir / "variant.json") or {}
+        reused = f" (reused from {info['reused_from']})" if info.get("reused_from") and run_state(r) == "finished" \
+            else ""
+        print(f"{r.name:<{w}}  {run_state(r):<10}  {r.config.hash()}  {params}{ref}{reused}")
+    return 0

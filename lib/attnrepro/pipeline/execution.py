@@ -1,0 +1,304 @@
+"""Executing runs: one notebook per run through papermill (:func:`execute`), the Jupyter kernel it runs in, and the
+pool of worker processes that runs ``--jobs`` notebooks at once (:func:`run_all`).
+"""
+from __future__ import annotations
+
+import concurrent.futures as cf
+import contextlib
+import multiprocessing as mp
+import os
+import shutil
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Mapping, Sequence
+
+from .._io import read_json
+from ..errors import UsageError
+from . import preflight
+from .grids import Run
+from .preflight import check_runs
+from .runstate import (_clear_dir, _failure_reason, _finished_with, _record_failure, _run_locks, _summary_of,
+                       _write_json, find_twin, plan, record_twin_failure, reuse, run_state)
+
+__all__ = ["KERNEL_NAME", "KERNEL_START_ATTEMPTS", "ensure_kernel", "execute", "run_all", "summary_table"]
+
+
+KERNEL_NAME = "attnrepro"
+
+
+def ensure_kernel(name: str = KERNEL_NAME) -> str:
+    """Make sure the Jupyter kernel ``name`` exists; install it for this interpreter into ``sys.prefix`` if not."""
+    from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
+    ksm = KernelSpecManager()
+    try:
+        spec = ksm.get_kernel_spec(name)
+        exe = spec.argv[0] if spec.argv else ""
+        if exe and not (Path(exe).exists() or shutil.which(exe)):
+            raise NoSuchKernel(name)
+        return name
+    except NoSuchKernel:
+        pass
+    try:
+        from ipykernel.kernelspec import install
+        install(kernel_name=name, display_name=f"{name} ({Path(sys.prefix).name})", prefix=sys.prefix)
+        KernelSpecManager().get_kernel_spec(name)
+    except Exception as e:  # noqa: BLE001 - any failure here means no kernel
+        raise UsageError(f"the Jupyter kernel {name!r} is missing and could not be installed ({e}); install it "
+                         f"with: {sys.executable} -m ipykernel install --sys-prefix --name {name}") from None
+    return name
+
+
+#: how often a kernel that dies before it answers is started again (it has run no cell, so this is safe)
+KERNEL_START_ATTEMPTS = 3
+
+
+def _kernel_died_at_start(e: BaseException) -> bool:
+    # jupyter_client's KernelClient.wait_for_ready: the kernel process exited before it answered kernel_info
+    return isinstance(e, RuntimeError) and "died before replying to kernel_info" in str(e)
+
+
+@contextlib.contextmanager
+def _kernel_config():
+    """The kernel manager's config for one notebook: ZeroMQ over Unix sockets in a fresh private folder.
+
+    With TCP, each process picks "free" ports and the kernel binds them later; two workers starting kernels at once
+    can pick the same port, and one kernel dies (``Address already in use``). Socket files in a folder of their own
+    cannot collide. Falls back to TCP where ZeroMQ has no IPC transport (Windows).
+    """
+    import tempfile
+    import zmq
+    from traitlets.config import Config
+    if not zmq.has("ipc"):
+        yield Config()
+        return
+    base = tempfile.gettempdir()
+    if len(base) > 60 and os.path.isdir("/tmp"):   # a Unix socket path has at most ~104 bytes
+        base = "/tmp"
+    with tempfile.TemporaryDirectory(prefix="attnrepro-kernel-", dir=base) as d:
+        yield Config({"KernelManager": {"transport": "ipc", "ip": os.path.join(d, "kernel")}})
+
+
+def _papermill(run: Run, kernel_name: str, start_timeout: int) -> None:
+    import logging
+    import papermill as pm
+    logging.getLogger("papermill").setLevel(logging.ERROR)
+    params = {**run.config.to_dict(), **run.options, "out_dir": str(run.out_dir.resolve())}
+    with open(run.out_dir / "log.txt", "w") as log:
+        for attempt in range(1, KERNEL_START_ATTEMPTS + 1):
+            try:
+                with _kernel_config() as config:
+                    pm.execute_notebook(str(run.notebook), str(run.out_dir / "notebook.ipynb"), parameters=params,
+                                        kernel_name=kernel_name, progress_bar=False, log_output=False,
+                                        stdout_file=log, stderr_file=log, start_timeout=start_timeout,
+                                        cwd=os.getcwd(), config=config,
+                                        extra_arguments=["--IPKernelApp.log_level=ERROR"])  # no start-up chatter
+                return
+            except RuntimeError as e:
+                if not _kernel_died_at_start(e):
+                    raise
+                if attempt == KERNEL_START_ATTEMPTS:
+                    raise RuntimeError(f"the kernel died before it replied, {attempt} times in a row: {e}") from e
+                print(f"attnrepro: the kernel died before it replied ({e}); starting another "
+                      f"(attempt {attempt + 1} of {KERNEL_START_ATTEMPTS})", file=log, flush=True)
+
+
+def execute(run: Run, *, force: bool = False, kernel_name: str = KERNEL_NAME, start_timeout: int = 180,
+            reuse_from: Path | None | bool = True) -> dict:
+    """Execute one run's notebook under its locks. Returns a summary dict (name, status, reason, top1, time).
+
+    Status ``skipped`` (this folder finished this config), ``reused`` (another folder of the preset finished the
+    same config: its record is copied, see :func:`reuse`), ``finished`` or ``failed``. ``reuse_from``: True looks for
+    such a folder (not with ``force``), a Path names it (the pipeline passes the twin it has just run), False never
+    reuses. Never raises for a failing run: the failure is recorded in the run folder and returned.
+
+    Every attempt starts from the config it is given: the record of an earlier failed attempt (``metrics.json``) is
+    removed and ``config.json`` rewritten, so a key left out of the hash (``device``, ``data_dir``, ``num_workers``)
+    lets the run resume its checkpoint but never brings back an old value.
+    """
+    summary = {"run": run.name, "ablation": run.ablation, "variant": run.variant, "seed": run.seed}
+    with _run_locks(run):
+        state = run_state(run)
+        if state == "finished" and not force:
+            return {**summary, **_summary_of(run, "skipped")}
+        src = None
+        if isinstance(reuse_from, Path):
+            src = reuse_from if _finished_with(reuse_from, run.config.hash()) is not None else None
+        elif reuse_from and not force:
+            src = find_twin(run)
+        if src is not None:
+            reuse(run, src)
+            return {**summary, **_summary_of(run, "reused")}
+        if state == "stale" or force:
+            _clear_dir(run.out_dir)
+        run.out_dir.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            (run.out_dir / "metrics.json").unlink()     # an earlier attempt's record: this attempt writes its own
+        _write_json(run.out_dir / "config.json", {**run.config.to_dict(), "config_hash": run.config.hash()})
+        _write_json(run.out_dir / "variant.json", run.variant_info())
+        started = time.time()
+        try:
+            _papermill(run, kernel_name, start_timeout)
+        except BaseException as e:  # noqa: BLE001 - a kernel death or a cell error is a failed run, not a crash
+            if isinstance(e, KeyboardInterrupt):
+                _record_failure(run, "interrupted", started)
+                raise
+            _record_failure(run, _failure_reason(e), started)
+            return {**summary, **_summary_of(run, "failed")}
+        m = read_json(run.out_dir / "metrics.json")
+        if not m or m.get("status") != "finished" or m.get("config_hash") != run.config.hash():
+            _record_failure(run, "the notebook finished without writing a finished metrics.json for this config",
+                            started)
+            return {**summary, **_summary_of(run, "failed")}
+        return {**summary, **_summary_of(run, "finished")}
+
+
+# process-pool plumbing: each worker takes a slot number, which picks its GPUs
+_SLOT: dict = {}
+
+
+def _init_worker(slots, env: dict) -> None:
+    slot = slots.get()
+    os.environ.update(env.get(slot, {}))
+    _SLOT["slot"] = slot
+
+
+def _job_error(run: Run, e: BaseException) -> dict:
+    return {"run": run.name, "ablation": run.ablation, "variant": run.variant, "seed": run.seed,
+            "status": "failed", "reason": f"runner error: {_failure_reason(e)}", "val_top1": None,
+            "wall_time_s": None, "traceback": traceback.format_exc()}
+
+
+def _execute_job(run: Run, force: bool, kernel_name: str, reuse_from: Path | None | bool = True) -> dict:
+    try:
+        return execute(run, force=force, kernel_name=kernel_name, reuse_from=reuse_from)
+    except Exception as e:  # noqa: BLE001 - e.g. a lock or file-system error: report it, keep the pool going
+        return _job_error(run, e)
+
+
+def _twin_failed_job(run: Run, twin: str, reason: str | None) -> dict:
+    try:
+        return record_twin_failure(run, twin, reason)
+    except Exception as e:  # noqa: BLE001
+        return _job_error(run, e)
+
+
+def _job_envs(jobs: int) -> dict[int, dict]:
+    """Per-slot environment: CPU threads split between jobs; GPUs split when there are at least ``jobs``."""
+    cores = os.cpu_count() or 1
+    env: dict[int, dict] = {i: {} for i in range(jobs)}
+    for i in range(jobs):
+        for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+            if var not in os.environ:
+                env[i][var] = str(max(1, cores // jobs))
+    ngpu = preflight.gpu_count()
+    if jobs > 1 and ngpu >= jobs:
+        vis = os.environ.get("CUDA_VISIBLE_DEVICES")
+        ids = [d.strip() for d in vis.split(",")] if vis else [str(i) for i in range(ngpu)]
+        per = ngpu // jobs
+        for i in range(jobs):
+            env[i]["CUDA_VISIBLE_DEVICES"] = ",".join(ids[i * per:(i + 1) * per])
+    return env
+
+
+def _make_pool(workers: int, envs: dict[int, dict]) -> cf.Executor:
+    """``workers`` processes (spawned: each starts its kernels from a clean interpreter), each with its slot's env."""
+    ctx = mp.get_context("spawn")
+    slots = ctx.Manager().Queue()
+    for i in range(len(envs)):
+        slots.put(i)
+    return cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker,
+                                  initargs=(slots, envs))
+
+
+def run_all(runs: Sequence[Run], *, jobs: int = 1, force: bool = False, kernel_name: str = KERNEL_NAME,
+            progress: bool = True) -> list[dict]:
+    """Execute ``runs`` (skipping finished ones unless ``force``); returns one summary dict per run.
+
+    Before anything starts, every run that will train is checked (:func:`check_runs`); a problem raises
+    :class:`UsageError` and nothing starts. Runs with the same config train once (:func:`plan`, :func:`reuse`).
+    """
+    from tqdm.auto import tqdm
+    if jobs < 1:
+        raise UsageError(f"--jobs {jobs}: must be >= 1")
+    firsts, waiting = plan(runs, force=force)
+    todo = {r.name for r in firsts} | {r.name for ws in waiting.values() for r in ws}
+    results = {r.name: {"run": r.name, "ablation": r.ablation, "variant": r.variant, "seed": r.seed,
+                        **_summary_of(r, "skipped")} for r in runs if r.name not in todo}
+    will_train = [r for r in firsts if force or find_twin(r) is None]
+    check_runs(will_train, jobs=jobs)
+    if results:
+        print(f"{len(results)} run(s) up to date (skipped), {len(todo)} to run", file=sys.stderr, flush=True)
+    if will_train:
+        ensure_kernel(kernel_name)
+    bar = tqdm(total=len(todo), desc="runs", unit="run", disable=not progress or not todo, file=sys.stderr,
+               dynamic_ncols=True)
+
+    def done(res: dict) -> None:
+        results[res["run"]] = res
+        t = res.get("wall_time_s")
+        extra = f" val_top1={res['val_top1']:.2f}" if isinstance(res.get("val_top1"), (int, float)) else ""
+        extra += f" ({t:.0f}s)" if isinstance(t, (int, float)) and res["status"] != "reused" else ""
+        extra += f" from {res['reused_from']}" if res["status"] == "reused" else ""
+        why = f": {res.get('reason')}" if res["status"] == "failed" else ""
+        bar.write(f"{res['status']:>8}  {res['run']}{extra}{why}", file=sys.stderr)
+        bar.update(1)
+
+    def then(first: Run, res: dict) -> list[tuple]:
+        """The jobs of the runs that waited for ``first``: reuse it, or record that it failed."""
+        if res["status"] in ("finished", "skipped", "reused"):
+            return [(_execute_job, w, force, kernel_name, first.out_dir) for w in waiting[first.name]]
+        return [(_twin_failed_job, w, first.name, res.get("reason")) for w in waiting[first.name]]
+
+    envs = _job_envs(jobs)
+    try:
+        if jobs == 1 or len(firsts) <= 1:
+            with _environ(envs[0]):
+                for r in firsts:
+                    res = _execute_job(r, force, kernel_name)
+                    done(res)
+                    for fn, *args in then(r, res):
+                        done(fn(*args))
+        else:
+            with _make_pool(min(jobs, len(firsts)), envs) as pool:
+                pending = {pool.submit(_execute_job, r, force, kernel_name): r for r in firsts}
+                while pending:
+                    finished, _ = cf.wait(pending, return_when=cf.FIRST_COMPLETED)
+                    for fut in finished:
+                        r = pending.pop(fut)
+                        res = fut.result()
+                        done(res)
+                        if r.name in waiting:
+                            for fn, *args in then(r, res):
+                                pending[pool.submit(fn, *args)] = args[0]
+                            waiting.pop(r.name)
+    finally:
+        bar.close()
+    return [results[r.name] for r in runs]
+
+
+@contextlib.contextmanager
+def _environ(env: Mapping[str, str]):
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def summary_table(results: Sequence[Mapping]) -> str:
+    rows = [("run", "status", "val_top1", "time_s", "reason")]
+    for r in results:
+        top1 = r.get("val_top1")
+        t = r.get("wall_time_s")
+        note = (r.get("reason") or "") if r["status"] != "reused" else f"same config as {r.get('reused_from')}"
+        rows.append((r["run"], r["status"], f"{top1:.2f}" if isinstance(top1, (int, float)) else "-",
+                     f"{t:.0f}" if isinstance(t, (int, float)) and r["status"] != "reused" else "-", note[:100]))
+    w = [max(len(row[i]) for row in rows) for i in range(4)]
+    return "\n".join(f"{a:<{w[0]}}  {b:<{w[1]}}  {c:>{w[2]}}  {d:>{w[3]}}  {e}".rstrip() for a, b, c, d, e in rows)

@@ -1,0 +1,317 @@
+"""Grids and presets -> run configs: reading the YAML files, checking them, and expanding
+grid x preset x seeds x ``-p`` overrides into :class:`Run` objects (see :mod:`attnrepro.pipeline` for the file
+formats and the merge order).
+"""
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import os
+import re
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+import yaml
+
+from ..config import KEYS, ConfigError, RunConfig, check_keys, coerce, num_stages
+from ..errors import UsageError
+
+__all__ = ["Run", "RUNNER_KEYS", "notebooks_dir", "default_runs_dir", "list_ablations", "list_presets", "load_grid",
+           "load_preset", "grid_variants", "resolve_stages", "notebook_parameters", "split_overrides", "expand"]
+
+
+RUNNER_KEYS = ("out_dir",)  # notebook parameters the runner always sets (besides every run-config key)
+
+
+_GRID_KEYS = {"reference", "base", "variants", "axes", "description", "notebook"}
+
+
+_PRESET_KEYS = {"description", "seeds", "jobs", "base", "options", "ablations"}
+
+
+_PRESET_ABLATION_KEYS = {"base", "variants", "only"}
+
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+=-]*$")
+
+
+def notebooks_dir(path: str | os.PathLike | None = None) -> Path:
+    """The notebooks folder: ``path``, else ``$ATTNREPRO_NOTEBOOKS``, else the repository's ``notebooks/``."""
+    if path is None:
+        path = os.environ.get("ATTNREPRO_NOTEBOOKS")
+    if path is None:
+        repo = Path(__file__).resolve().parents[3] / "notebooks"
+        path = repo if repo.is_dir() else Path.cwd() / "notebooks"
+    p = Path(path)
+    if not p.is_dir():
+        raise UsageError(f"notebooks folder {str(p)!r} does not exist")
+    return p
+
+
+def default_runs_dir() -> Path:
+    return Path(os.environ.get("ATTNREPRO_RUNS", "runs"))
+
+
+def list_ablations(nb_dir: Path) -> list[str]:
+    """Ablations: every ``<name>.yaml`` with a ``<name>.ipynb`` beside it."""
+    return sorted(p.stem for p in nb_dir.glob("*.yaml") if (nb_dir / f"{p.stem}.ipynb").is_file())
+
+
+def list_presets(nb_dir: Path) -> list[str]:
+    return sorted(p.stem for p in (nb_dir / "presets").glob("*.yaml"))
+
+
+def _read_yaml(path: Path, what: str) -> dict:
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{what} {path.name}: invalid YAML: {e}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{what} {path.name}: expected a mapping at the top, got {type(data).__name__}")
+    return data
+
+
+def _check_mapping(value: Any, where: str) -> dict:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where}: expected a mapping of run-config keys, got {value!r}")
+    return dict(value)
+
+
+def _check_unknown(data: Mapping, allowed: set, where: str) -> None:
+    bad = sorted(set(data) - allowed)
+    if bad:
+        raise ConfigError(f"{where}: unknown entry {bad[0]!r}; valid entries: {', '.join(sorted(allowed))}")
+
+
+def load_grid(nb_dir: Path, ablation: str) -> dict:
+    """Read and check ``<ablation>.yaml``; unknown ablation -> :class:`UsageError` naming the valid ones."""
+    names = list_ablations(nb_dir)
+    if ablation not in names:
+        raise UsageError(f"unknown ablation {ablation!r}; choose from: {', '.join(names) or '(none found)'}")
+    grid = _read_yaml(nb_dir / f"{ablation}.yaml", "grid")
+    _check_unknown(grid, _GRID_KEYS, f"grid {ablation}.yaml")
+    grid["base"] = _check_mapping(grid.get("base"), f"grid {ablation}.yaml: base")
+    return grid
+
+
+def load_preset(nb_dir: Path, preset: str) -> dict:
+    names = list_presets(nb_dir)
+    if preset not in names:
+        raise UsageError(f"unknown preset {preset!r}; choose from: {', '.join(names) or '(none found)'}")
+    data = _read_yaml(nb_dir / "presets" / f"{preset}.yaml", "preset")
+    where = f"preset {preset}.yaml"
+    _check_unknown(data, _PRESET_KEYS, where)
+    data["base"] = _check_mapping(data.get("base"), f"{where}: base")
+    data["options"] = _check_mapping(data.get("options"), f"{where}: options")
+    seeds = data.get("seeds", [0])
+    if isinstance(seeds, int) and not isinstance(seeds, bool):
+        seeds = [seeds]
+    if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and not isinstance(s, bool)
+                                                           and s >= 0 for s in seeds):
+        raise ConfigError(f"{where}: seeds={seeds!r} must be a non-empty list of integers >= 0")
+    data["seeds"] = seeds
+    jobs = data.get("jobs", 1)
+    if not isinstance(jobs, int) or isinstance(jobs, bool) or jobs < 1:
+        raise ConfigError(f"{where}: jobs={jobs!r} must be an integer >= 1")
+    data["jobs"] = jobs
+    abl = _check_mapping(data.get("ablations"), f"{where}: ablations")
+    for name, over in abl.items():
+        over = _check_mapping(over, f"{where}: ablations.{name}")
+        _check_unknown(over, _PRESET_ABLATION_KEYS, f"{where}: ablations.{name}")
+        abl[name] = over
+    data["ablations"] = abl
+    return data
+
+
+def grid_variants(grid: Mapping, where: str = "grid") -> dict[str, dict]:
+    """Variant name -> the run-config keys it sets (explicit ``variants`` plus the product of ``axes``)."""
+    out: dict[str, dict] = {}
+    variants = grid.get("variants") or {}
+    if not isinstance(variants, dict):
+        raise ConfigError(f"{where}: variants must map a variant name to its run-config keys, e.g. "
+                          f"{{gaussian: {{kernel: gaussian}}}}; got {variants!r}")
+    for name, keys in variants.items():
+        out[str(name)] = _check_mapping(keys, f"{where}: variant {name!r}")
+    axes = grid.get("axes") or {}
+    if not isinstance(axes, dict):
+        raise ConfigError(f"{where}: axes must map a key to {{value name: value}}, got {axes!r}")
+    if axes:
+        levels = []
+        for key, values in axes.items():
+            if not isinstance(values, dict) or not values:
+                raise ConfigError(f"{where}: axis {key!r} must be a non-empty mapping {{value name: value}}, "
+                                  f"got {values!r}")
+            levels.append([(str(n), v if isinstance(v, dict) else {key: v}) for n, v in values.items()])
+        for combo in itertools.product(*levels):
+            name = "-".join(n for n, _ in combo)
+            if name in out:
+                raise ConfigError(f"{where}: variant {name!r} is defined twice (variants and axes)")
+            keys: dict = {}
+            for _, kv in combo:
+                keys.update(kv)
+            out[name] = keys
+    for name in out:
+        if not _NAME_RE.match(name):
+            raise ConfigError(f"{where}: variant name {name!r} is not a valid folder name "
+                              "(letters, digits, and _ . + = -)")
+    if not out:
+        raise ConfigError(f"{where}: no variants (give 'variants' and/or 'axes')")
+    return out
+
+
+_ALIAS_RE = re.compile(r"^(all|first(\d+)|last(\d+))$")
+
+
+def resolve_stages(value: Any, model: str) -> Any:
+    """``'all'``, ``'firstN'``, ``'lastN'`` -> a list of 1-based stages of ``model``; anything else unchanged."""
+    if not isinstance(value, str):
+        return value
+    m = _ALIAS_RE.match(value.strip().lower())
+    if not m:
+        return value
+    n = num_stages(model)
+    if m.group(1) == "all":
+        return list(range(1, n + 1))
+    k = int(m.group(2) or m.group(3))
+    if not 1 <= k <= n:
+        raise ConfigError(f"stages={value!r}: {model} has {n} stages; use 1..{n}")
+    return list(range(1, k + 1)) if m.group(2) else list(range(n - k + 1, n + 1))
+
+
+@dataclasses.dataclass
+class Run:
+    """One notebook execution: one variant of one ablation with one seed under one preset."""
+    preset: str
+    ablation: str
+    variant: str
+    seed: int
+    config: RunConfig
+    params: dict           # the keys the variant sets (as resolved), for variant.json and the report
+    reference: str | None
+    notebook: Path
+    out_dir: Path
+    options: dict           # notebook options (non-config parameters)
+
+    @property
+    def name(self) -> str:
+        return f"{self.ablation}/{self.variant}-s{self.seed}"
+
+    @property
+    def lock_path(self) -> Path:
+        return self.out_dir.parent / f".{self.out_dir.name}.lock"
+
+    def variant_info(self) -> dict:
+        return {"ablation": self.ablation, "variant": self.variant, "seed": self.seed, "preset": self.preset,
+                "reference": self.reference, "is_reference": self.variant == self.reference,
+                "params": self.params, "notebook": self.notebook.name, "config_hash": self.config.hash()}
+
+
+def notebook_parameters(path: Path) -> dict[str, dict]:
+    """The parameters a notebook's ``parameters`` cell declares: name -> {inferred_type_name, default, help}."""
+    import papermill as pm
+    import logging
+    logging.getLogger("papermill").setLevel(logging.ERROR)
+    return {k: dict(v) for k, v in pm.inspect_notebook(str(path)).items()}
+
+
+def _coerce_option(key: str, value: Any, declared: Mapping[str, dict]) -> Any:
+    """A notebook option from YAML (typed) or the CLI (a string, parsed as YAML)."""
+    if isinstance(value, str):
+        tname = declared.get(key, {}).get("inferred_type_name", "")
+        if tname != "str" or value.strip().lower() in ("none", "null"):
+            try:
+                value = yaml.safe_load(value)
+            except yaml.YAMLError:
+                pass
+    return value
+
+
+def split_overrides(pairs: Sequence[Sequence[str]], option_names: Iterable[str]) -> tuple[dict, dict]:
+    """``-p`` pairs -> (run-config overrides, notebook options); an unknown key raises :class:`ConfigError`."""
+    option_names = set(option_names) - set(RUNNER_KEYS)
+    cfg, opts = {}, {}
+    for k, v in pairs:
+        if k in KEYS:
+            cfg[k] = v if k == "stages" and isinstance(v, str) and _ALIAS_RE.match(v.strip().lower()) \
+                else coerce(k, v)
+        elif k in option_names:
+            opts[k] = v
+        else:
+            import difflib
+            close = difflib.get_close_matches(k, list(KEYS) + sorted(option_names), n=3)
+            hint = f"; did you mean {' or '.join(close)}?" if close else ""
+            raise ConfigError(f"unknown key {k!r}{hint} (run-config keys: see `attnrepro config`; "
+                              f"notebook options: {', '.join(sorted(option_names)) or 'none'})")
+    return cfg, opts
+
+
+def expand(ablations: Sequence[str], preset: str, overrides: Sequence[Sequence[str]] | Mapping[str, Any] = (),
+           *, nb_dir: str | os.PathLike | None = None, runs_dir: str | os.PathLike | None = None) -> list[Run]:
+    """Every run of ``ablations`` under ``preset`` with ``overrides`` (``-p`` pairs or a dict), all validated."""
+    nbd = notebooks_dir(nb_dir)
+    rdir = Path(runs_dir) if runs_dir is not None else default_runs_dir()
+    if not ablations:
+        raise UsageError(f"name at least one ablation; choose from: {', '.join(list_ablations(nbd))}")
+    grids = {a: load_grid(nbd, a) for a in dict.fromkeys(ablations)}   # unknown names fail here, first
+    pre = load_preset(nbd, preset)
+    declared = {a: notebook_parameters(nbd / f"{a}.ipynb") for a in grids}
+    option_names = set().union(*(set(d) - set(KEYS) for d in declared.values()))
+    pairs = list(overrides.items()) if isinstance(overrides, Mapping) else [tuple(p) for p in overrides]
+    cfg_over, opt_over = split_overrides(pairs, option_names)
+    for k in pre["options"]:
+        if k not in option_names:
+            raise ConfigError(f"preset {preset}.yaml: options.{k} is not a parameter of any of the notebooks "
+                              f"{', '.join(grids)}; their options: {', '.join(sorted(option_names)) or 'none'}")
+    for a in pre["ablations"]:
+        if a not in list_ablations(nbd):
+            raise ConfigError(f"preset {preset}.yaml: ablations.{a} is not an ablation; "
+                              f"choose from: {', '.join(list_ablations(nbd))}")
+
+    runs: list[Run] = []
+    for abl, grid in grids.items():
+        where = f"grid {abl}.yaml"
+        variants = grid_variants(grid, where)
+        pa = pre["ablations"].get(abl, {})
+        extra = pa.get("variants") or {}
+        for name, keys in _check_mapping(extra, f"preset {preset}.yaml: ablations.{abl}.variants").items():
+            variants[str(name)] = _check_mapping(keys, f"preset {preset}.yaml: ablations.{abl}.variants.{name}")
+        only = pa.get("only")
+        if only is not None:
+            missing = [v for v in only if v not in variants]
+            if missing:
+                raise ConfigError(f"preset {preset}.yaml: ablations.{abl}.only names {missing[0]!r}, not a "
+                                  f"variant of {abl}; variants: {', '.join(variants)}")
+            variants = {v: variants[v] for v in only}
+        reference = grid.get("reference")
+        if reference is not None and reference not in grid_variants(grid, where) and reference not in variants:
+            raise ConfigError(f"{where}: reference {reference!r} is not a variant; variants: {', '.join(variants)}")
+        decl = declared[abl]
+        opts = {k: _coerce_option(k, v, decl) for k, v in {**pre["options"], **opt_over}.items() if k in decl}
+        for vname, vkeys in variants.items():
+            for seed in pre["seeds"]:
+                merged: dict[str, Any] = {}
+                for layer, src in ((pre["base"], f"preset {preset}.yaml: base"), (grid["base"], f"{where}: base"),
+                                   (_check_mapping(pa.get("base"), f"preset {preset}.yaml: ablations.{abl}.base"),
+                                    f"preset {preset}.yaml: ablations.{abl}.base"),
+                                   (vkeys, f"{where}: variant {vname!r}"), ({"seed": seed}, "seed"),
+                                   (cfg_over, "-p")):
+                    try:
+                        check_keys(layer)
+                    except ConfigError as e:
+                        raise ConfigError(f"{src}: {e}") from None
+                    merged.update(layer)
+                model = merged.get("model", RunConfig.model)
+                merged["stages"] = resolve_stages(merged.get("stages"), model)
+                try:
+                    cfg = RunConfig.from_dict(merged)
+                except ConfigError as e:
+                    raise ConfigError(f"{abl}/{vname} (preset {preset}, seed {seed}): {e}") from None
+                params = {k: getattr(cfg, k) for k in vkeys}
+                runs.append(Run(preset=preset, ablation=abl, variant=vname, seed=seed, config=cfg, params=params,
+                                reference=reference, notebook=nbd / f"{abl}.ipynb",
+                                out_dir=rdir / preset / abl / f"{vname}-s{seed}", options=opts))
+    return runs
