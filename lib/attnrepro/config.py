@@ -16,7 +16,7 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-__all__ = ["ConfigError", "RunConfig", "coerce", "describe", "KEYS"]
+__all__ = ["ConfigError", "RunConfig", "coerce", "describe", "KEYS", "ADDED_KEYS", "SEED_STREAM_STRIDE"]
 
 
 class ConfigError(ValueError):
@@ -98,6 +98,8 @@ class RunConfig:
                                low=0.0, low_open=True)
     # execution
     seed: int = _f(0, "random seed: same seed, same CPU, same numbers", low=0)
+    seed_stream: int = _f(0, "a second stream of seeds under the same seed numbers (an A/A control pairs seed s of "
+                             "stream 1 with seed s of stream 0); the run trains with RunConfig.run_seed", low=0)
     device: str = _f("auto", "auto picks CUDA when present", DEVICES)
     amp: str = _f("none", "mixed precision: bf16 autocast, or fp16 with a GradScaler (CUDA)", AMP_MODES)
     channels_last: bool = _f(False, "channels_last memory format for model and batches")
@@ -141,12 +143,15 @@ class RunConfig:
         - an attention key the chosen kind does not take (``kernel`` for ``aa``, every one for ``none``; see
           :data:`attnrepro.modules.factory.ACCEPTED_KWARGS`) is set to its default;
         - ``stages`` is None without attention, and None when it puts every part of the kind exactly where the
-          kind's default puts it (:func:`attnrepro.models.placement.part_stages`); otherwise sorted, de-duplicated.
+          kind's default puts it (:func:`attnrepro.models.placement.part_stages`); otherwise sorted, de-duplicated;
+        - a key added after run records were published (:data:`ADDED_KEYS`) is left out while it has its default,
+          so those records keep their hash (they trained with that default).
         """
         from .models.placement import part_stages       # lazy: they import torch
         from .modules.factory import ACCEPTED_KWARGS
 
-        d = {k: v for k, v in self.to_dict().items() if k not in _NOT_HASHED}
+        d = {k: v for k, v in self.to_dict().items()
+             if k not in _NOT_HASHED and not (k in ADDED_KEYS and v == _DEFAULTS[k])}
         used = set(ACCEPTED_KWARGS.get(self.attention, ()))
         for k in set().union(*ACCEPTED_KWARGS.values()) - used:
             if k in d:
@@ -158,6 +163,12 @@ class RunConfig:
             default = part_stages(self.model, self.attention, None)
             d["stages"] = None if part_stages(self.model, self.attention, chosen) == default else chosen
         return d
+
+    @property
+    def run_seed(self) -> int:
+        """The seed the run trains with (initialisation, data order, augmentation): ``seed`` in stream 0, else
+        ``seed + SEED_STREAM_STRIDE * seed_stream``, a seed no stream-0 run of a preset uses."""
+        return self.seed + SEED_STREAM_STRIDE * self.seed_stream
 
     def hash(self) -> str:
         """A stable short hash of :meth:`canonical`: every key that changes the result, in one spelling."""
@@ -191,6 +202,10 @@ class RunConfig:
 
 
 _NOT_HASHED = {"data_dir", "num_workers", "device"}
+#: keys added after run records were published: left out of the hash at their default (see RunConfig.canonical)
+ADDED_KEYS = frozenset({"seed_stream"})
+#: the distance between two seed streams (a prime far above any seed a preset uses)
+SEED_STREAM_STRIDE = 1_000_003
 
 
 def num_stages(model: str) -> int:

@@ -1,5 +1,4 @@
 """attnrepro.data: each dataset kind from small files in its real on-disk format; on-device batching."""
-import gzip
 import pickle
 import struct
 from pathlib import Path
@@ -9,6 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from data_files import make_fashion
+
 from attnrepro import RunConfig
 from attnrepro import data as D
 
@@ -16,29 +17,6 @@ from attnrepro import data as D
 @pytest.fixture(autouse=True)
 def _offline(monkeypatch):
     monkeypatch.setenv("ATTNREPRO_OFFLINE", "1")
-
-
-def write_idx(path: Path, arr: np.ndarray, gz: bool = True) -> None:
-    magic = 0x0800 | arr.ndim  # 0x0803 images, 0x0801 labels (unsigned byte)
-    head = struct.pack(">I", magic) + b"".join(struct.pack(">I", n) for n in arr.shape)
-    raw = head + arr.astype(np.uint8).tobytes()
-    if gz:
-        with gzip.open(str(path) + ".gz", "wb") as f:
-            f.write(raw)
-    else:
-        path.write_bytes(raw)
-
-
-def make_fashion(d: Path, n_train=40, n_test=20, gz=True, seed=0):
-    rng = np.random.default_rng(seed)
-    arrays = {"train_x": rng.integers(0, 256, (n_train, 28, 28)), "train_y": rng.integers(0, 10, n_train),
-              "test_x": rng.integers(0, 256, (n_test, 28, 28)), "test_y": rng.integers(0, 10, n_test)}
-    d.mkdir(parents=True, exist_ok=True)
-    write_idx(d / "train-images-idx3-ubyte", arrays["train_x"], gz)
-    write_idx(d / "train-labels-idx1-ubyte", arrays["train_y"], gz)
-    write_idx(d / "t10k-images-idx3-ubyte", arrays["test_x"], gz)
-    write_idx(d / "t10k-labels-idx1-ubyte", arrays["test_y"], gz)
-    return arrays
 
 
 def unnormalize(x, name):

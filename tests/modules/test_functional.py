@@ -197,6 +197,36 @@ def test_aa_attention_float32_matches_naive():
         assert torch.allclose(a, b, atol=1e-4, rtol=1e-4)
 
 
+@pytest.mark.parametrize("dk,dv", [(20, 4), (20, 20), (3, 5), (16, 8)])
+def test_padded_heads_are_a_multiple_of_8_and_exact(dk, dv):
+    """The head size SDPA gets on CUDA (:data:`CUDA_HEAD_MULTIPLE`, the memory-efficient kernel's requirement in
+    16-bit) is a multiple of 8, and padding to it changes neither the output (float32: within 1e-6) nor, in float64,
+    the output and the gradients (within 1e-12: the padding adds exact zeros)."""
+    torch.manual_seed(4)
+    H, W = 4, 5
+    for dtype, tol in ((torch.float32, 1e-6), (D, 1e-12)):
+        q, k = (torch.randn(2, 2, H * W, dk, dtype=dtype, requires_grad=True) for _ in range(2))
+        v = torch.randn(2, 2, H * W, dv, dtype=dtype, requires_grad=True)
+        rh = torch.randn(2 * H - 1, dk, dtype=dtype, requires_grad=True)
+        rw = torch.randn(2 * W - 1, dk, dtype=dtype, requires_grad=True)
+        qp, kp, vp, _ = Fn._same_head_dim(q, k, v, Fn.CUDA_HEAD_MULTIPLE)
+        assert qp.shape[-1] == kp.shape[-1] == vp.shape[-1] == 8 * -(-max(dk, dv) // 8)
+        g = torch.randn(2, 2, H * W, dv, dtype=dtype)
+        for rel in ((rh, rw, H, W), ()):
+            plain = Fn.aa_attention(q, k, v, *rel, pad_to=1)
+            padded = Fn.aa_attention(q, k, v, *rel, pad_to=Fn.CUDA_HEAD_MULTIPLE)
+            assert padded.shape == plain.shape and (padded - plain).abs().max() <= tol
+            if dtype is D:
+                leaves = [q, k, v, *rel[:2]]
+                for a, b in zip(torch.autograd.grad(plain, leaves, g), torch.autograd.grad(padded, leaves, g)):
+                    assert (a - b).abs().max() <= tol
+
+
+def test_padding_defaults_to_the_device():
+    q = torch.randn(1, 1, 4, 20)
+    assert Fn._same_head_dim(q, q, q)[0].shape[-1] == 20          # CPU: no more than the larger head size
+
+
 # ---------------------------------------------------------------------------------------------- AW conv
 @pytest.mark.parametrize("m", [1, 3, 4, 5, 6])   # 4 and 5 do not divide C_out = 6: the gather path
 @pytest.mark.parametrize("stride,padding,dilation", [(1, 1, 1), (2, 0, 1), (1, 2, 2)])

@@ -503,7 +503,7 @@ def test_a_rerun_uses_the_config_it_is_given(nbdir, tmp_path, monkeypatch):
     recorded: never the old attempt's reason or values."""
     import torch
     from attnrepro import data
-    from test_data import make_fashion
+    from data_files import make_fashion
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.setenv("ATTNREPRO_OFFLINE", "1")
     monkeypatch.setattr(data.sources, "FASHION_MNIST_DIRS", [str(tmp_path / "no-debian")])   # no other copy to be found

@@ -141,7 +141,7 @@ def load(cfg, device: str | torch.device = "cpu", *, rank: int | None = None,
         return t.to(device, non_blocking=True)
 
     mean, std = MEAN_STD[cfg.dataset]
-    common = dict(mean=mean, std=std, channels_last=cfg.channels_last, seed=cfg.seed, rank=rank,
+    common = dict(mean=mean, std=std, channels_last=cfg.channels_last, seed=cfg.run_seed, rank=rank,
                   world_size=world_size, max_batches=cfg.max_steps)
     train = TensorLoader(to_dev(tx), to_dev(ty), batch_size=cfg.batch_size, train=True, augment=cfg.augment,
                          **common)
@@ -183,8 +183,8 @@ def _load_imagefolder(cfg, root: Path, device: torch.device, rank: int, world_si
     gen = None
     if world_size > 1:
         from torch.utils.data.distributed import DistributedSampler
-        sampler = DistributedSampler(train_set, num_replicas=world_size, rank=rank, shuffle=True, seed=cfg.seed,
-                                     drop_last=True)
+        sampler = DistributedSampler(train_set, num_replicas=world_size, rank=rank, shuffle=True,
+                                     seed=cfg.run_seed, drop_last=True)
         val_sampler = DistributedSampler(val_set, num_replicas=world_size, rank=rank, shuffle=False)
         train_loader = torch.utils.data.DataLoader(train_set, batch_size=max(1, cfg.batch_size // world_size),
                                                    sampler=sampler, drop_last=True, **kw)
@@ -195,7 +195,7 @@ def _load_imagefolder(cfg, root: Path, device: torch.device, rank: int, world_si
                                                    generator=gen, drop_last=len(train_set) >= cfg.batch_size, **kw)
         val_loader = torch.utils.data.DataLoader(val_set, batch_size=cfg.eval_batch_size, shuffle=False, **kw)
     mean, std = MEAN_STD["imagefolder"]
-    common = dict(device=device, mean=mean, std=std, channels_last=cfg.channels_last, seed=cfg.seed,
+    common = dict(device=device, mean=mean, std=std, channels_last=cfg.channels_last, seed=cfg.run_seed,
                   max_batches=cfg.max_steps)
     train = DataLoaderWrapper(train_loader, generator=gen, **common)
     val = DataLoaderWrapper(val_loader, **common)

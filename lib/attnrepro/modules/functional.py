@@ -384,7 +384,8 @@ class _RelativeAttention(torch.autograd.Function):
 
 
 def aa_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, rel_h: torch.Tensor | None = None,
-                 rel_w: torch.Tensor | None = None, H: int | None = None, W: int | None = None) -> torch.Tensor:
+                 rel_w: torch.Tensor | None = None, H: int | None = None, W: int | None = None, *,
+                 pad_to: int | None = None) -> torch.Tensor:
     """AA's multi-head attention ``softmax(q k^T + R) v`` with relative logits ``R`` (:func:`relative_logits`),
     through ``torch.nn.functional.scaled_dot_product_attention`` with ``R`` as the additive mask and ``scale=1``:
     the queries must come scaled by ``dkh^-0.5`` already (they are scaled once, for both content and relative
@@ -398,18 +399,21 @@ def aa_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, rel_h: torch
         q, k: ``(B, heads, HW, dkh)``; v: ``(B, heads, HW, dvh)``.
         rel_h, rel_w: tables ``(2H-1, dkh)``, ``(2W-1, dkh)``; None for no relative logits.
         H, W: feature-map size (needed with tables).
+        pad_to: the padded head size is a multiple of this (see :func:`_same_head_dim`); None: 8 on CUDA, where
+            SDPA's memory-efficient kernel needs it in bf16 and fp16 (without it SDPA falls back to its math
+            kernel, which keeps the fp32 probabilities for backward), 1 elsewhere (padding costs CPU time).
 
     Returns:
         ``(B, heads, HW, dvh)``.
     """
     if rel_h is None and rel_w is None:
-        qp, kp, vp, dvh = _same_head_dim(q, k, v)
+        qp, kp, vp, dvh = _same_head_dim(q, k, v, pad_to)
         return F.scaled_dot_product_attention(qp, kp, vp, scale=1.0)[..., :dvh]
     if rel_h is None or rel_w is None or H is None or W is None:
         raise ValueError("aa_attention needs both rel_h and rel_w, and H and W, or neither table")
     _check_rel(q, rel_h, rel_w, H, W)
     lw, lh = _relative_parts(q, rel_h, rel_w, H, W)
-    qp, kp, vp, dvh = _same_head_dim(q, k, v)
+    qp, kp, vp, dvh = _same_head_dim(q, k, v, pad_to)
     needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v, lw, lh))
     plain = torch.jit.is_tracing() or torch.compiler.is_compiling()   # tracers (fvcore) and compilers see SDPA
     if q.device.type == "cpu" and needs_grad and not plain:
@@ -417,16 +421,24 @@ def aa_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, rel_h: torch
     return F.scaled_dot_product_attention(qp, kp, vp, attn_mask=_combine(lw, lh, H, W), scale=1.0)[..., :dvh]
 
 
-def _same_head_dim(q, k, v):
-    """Zero-pad q, k, v to one contiguous head size. SDPA's fused kernels (flash on CPU and GPU) need equal key and
-    value head sizes and a contiguous last dimension; otherwise PyTorch silently takes the slow "math" path, which
-    also keeps the mask and softmax for backward. Zero channels change no ``q . k`` and give value channels that are
-    exactly zero, sliced off by the caller. Not under ``jit.trace`` (fvcore's counting), so that the counted MACs
-    are the attention's own, not the padding's. Returns ``(q, k, v, dvh)``."""
+#: the head-size multiple SDPA's memory-efficient CUDA kernel needs in bf16 / fp16 (the flash kernel is ruled out by
+#: the relative-logits mask)
+CUDA_HEAD_MULTIPLE = 8
+
+
+def _same_head_dim(q, k, v, pad_to: int | None = None):
+    """Zero-pad q, k, v to one contiguous head size, a multiple of ``pad_to`` (None: :data:`CUDA_HEAD_MULTIPLE` on
+    CUDA, 1 elsewhere). SDPA's fused kernels need equal key and value head sizes and a contiguous last dimension,
+    and on CUDA in 16-bit a head size divisible by 8; otherwise PyTorch silently takes the slow "math" path, which
+    also keeps the mask and softmax for backward. Zero channels change no ``q . k`` (the scale is passed
+    explicitly) and give value channels that are exactly zero, sliced off by the caller. Not under ``jit.trace``
+    (fvcore's counting), so that the counted MACs are the attention's own, not the padding's. Returns
+    ``(q, k, v, dvh)``."""
     dvh = v.shape[-1]
     if torch.jit.is_tracing():
         return q, k, v, dvh
-    d = max(q.shape[-1], dvh)
+    m = pad_to if pad_to is not None else (CUDA_HEAD_MULTIPLE if q.is_cuda else 1)
+    d = -(-max(q.shape[-1], dvh) // m) * m
     q, k, v = (F.pad(t, (0, d - t.shape[-1])) if t.shape[-1] < d else t for t in (q, k, v))
     return q.contiguous(), k.contiguous(), v.contiguous(), dvh
 

@@ -297,9 +297,9 @@ def _train(cfg: RunConfig, out: Path, device: torch.device, rank: int, world: in
                   num_classes=data.num_classes, input_size=data.input_size)
 
     # model (seeded), its size, optimiser
-    torch.manual_seed(cfg.seed)
-    random.seed(cfg.seed)
-    np.random.seed(cfg.seed % 2 ** 32)
+    torch.manual_seed(cfg.run_seed)
+    random.seed(cfg.run_seed)
+    np.random.seed(cfg.run_seed % 2 ** 32)
     model = model_fn(cfg, data.num_classes, data.in_chans, data.input_size)
     record["params"] = int(sum(p.numel() for p in model.parameters()))
     record["macs"] = _macs(model, (1, data.in_chans, data.input_size, data.input_size))

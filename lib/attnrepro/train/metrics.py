@@ -1,6 +1,8 @@
-"""Meters and facts recorded with every run: top-k counts, peak memory, environment, git commit."""
+"""Meters and facts recorded with every run: top-k counts, peak memory, environment, git commit, and a hash of the
+training code (:func:`code_hashes`), so that a report can say whether two runs trained with the same code."""
 from __future__ import annotations
 
+import hashlib
 import platform
 import resource
 import subprocess
@@ -9,7 +11,8 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["topk_correct", "peak_memory_mb", "reset_peak_memory", "env_info", "git_commit", "median"]
+__all__ = ["topk_correct", "peak_memory_mb", "reset_peak_memory", "env_info", "git_commit", "median", "code_hashes",
+           "CODE_GROUPS"]
 
 
 def topk_correct(logits: torch.Tensor, target: torch.Tensor, ks=(1, 5)) -> list[torch.Tensor]:
@@ -49,6 +52,27 @@ def git_commit() -> tuple[str | None, bool | None]:
         return None, None
 
 
+#: the parts of the package whose code decides what a run computes: each is hashed on its own (see code_hashes)
+CODE_GROUPS = ("config", "data", "models", "modules", "train")
+
+
+def code_hashes(root: str | Path | None = None) -> dict[str, str]:
+    """``{group: hash}`` of the training code, per group of :data:`CODE_GROUPS` (``config`` is ``config.py``, the
+    others the ``.py`` files of the sub-package): SHA-256 over each file's path relative to the package and its
+    bytes, in path order, cut to 16 hex digits. The same code gives the same hashes on any machine and in any
+    clone (git's commit does not: a record may come from uncommitted code). ``root``: the package folder (default:
+    this package's)."""
+    root = Path(root) if root is not None else Path(__file__).resolve().parents[1]
+    out = {}
+    for group in CODE_GROUPS:
+        files = [root / "config.py"] if group == "config" else sorted((root / group).rglob("*.py"))
+        h = hashlib.sha256()
+        for f in files:
+            h.update(f.relative_to(root).as_posix().encode() + b"\0" + f.read_bytes() + b"\0")
+        out[group] = h.hexdigest()[:16]
+    return out
+
+
 def _cpu_name() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -77,6 +101,7 @@ def env_info(device: torch.device, world_size: int = 1) -> dict:
         "platform": platform.platform(),
         "git_commit": commit,
         "git_dirty": dirty,
+        "code": code_hashes(),
     }
 
 
