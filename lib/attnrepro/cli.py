@@ -1,4 +1,4 @@
-"""``attnrepro`` command line: train | run | list | report | bench | tables | findings | config.
+"""``attnrepro`` command line: train | run | list | report | bench | tables | findings | plan | config.
 
 Each command lives in its own module, which exposes ``configure(parser)`` (adds its arguments) and
 ``run(args) -> int`` (does the work); a module that serves several commands names them ``configure_<command>`` and
@@ -27,6 +27,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "bench": ("attnrepro.bench.cli", "benchmark what each attention costs; CSV + markdown under reports/bench/"),
     "tables": ("attnrepro.analysis.cli", "the papers' params/GFLOPs rows beside the built models; reports/tables/"),
     "findings": ("attnrepro.analysis.cli", "what a preset's report found, by the findings rule; --readme updates README"),
+    "plan": ("attnrepro.analysis.cli", "seeds a preset needs to detect an effect, from its records' paired SDs"),
     "config": ("attnrepro.cli", "print every run-config key with its type, default and choices"),
 }
 

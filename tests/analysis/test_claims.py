@@ -1,28 +1,36 @@
-"""attnrepro.analysis.claims: the claims rule, accuracy claims on the runs and cost claims on built models."""
+"""attnrepro.analysis.claims: the claims rule on run records with known truth (in memory, :mod:`synthetic`), in and
+outside the paper's setting; compound and ambiguous claims; cost claims on built models."""
 from __future__ import annotations
-
 
 import numpy as np
 import pandas as pd
 import pytest
-from scipy import stats
-from analysis_records import (top1)
+from synthetic import frame, run_rows
 
-from attnrepro.analysis import claims, results
-from attnrepro.analysis.claims import check_claim, evaluate_claims, judge_claim, judge_cost_claim, load_claims
-
+from attnrepro.analysis import matching
+from attnrepro.analysis.claims import (AmbiguousClaim, check_claim, evaluate_claims, judge_claim, judge_cost_claim,
+                                       load_claims)
+from attnrepro.design import AnalysisSpec
 
 pytestmark = pytest.mark.usefixtures("one_thread")   # tests/conftest.py
 
+SEEDS = 10
+NOISE = np.array([0.1, -0.2, 0.15, -0.05, 0.0, 0.2, -0.1, 0.05, -0.15, 0.1])
+BASE = 80 + np.array([0.3, -0.4, 0.2, 0.5, -0.1, 0.0, -0.3, 0.4, 0.1, -0.2])     # a shared seed effect
 
-def test_match_variant_needs_every_key(runs):
-    m = claims.match_variant
-    assert m(runs, "radius_init", {"attention": "expatt", "radius_init": 0.5}) == ["r0.5-learn"]
-    assert m(runs, "radius_init", {"radius_init": 0.5 + 1e-12}) == ["r0.5-learn"]      # numbers compared as numbers
-    assert m(runs, "placement", {"stages": [3]}) == ["s3"] and m(runs, "placement", {"stages": None}) == ["none"]
-    assert m(runs, "kernel", None) == ["gaussian"] and m(runs, "kernel", "uniform") == ["uniform"]
-    assert m(runs, "kernel", "cauchy") == [] and m(runs, "kernel", {"kernel": "cauchy"}) == []
-    assert m(runs, "nothing", {"kernel": "uniform"}) == []
+
+def baseline(**facts):
+    """A baseline ablation over 10 seeds: expatt +1.0 (resolved), aa -1.0 (resolved the other way), se +0.00
+    (equivalent within 0.5), aw +0.3 with noise (inconclusive); ``facts`` set dataset, model, stages..."""
+    g = [run_rows("baseline", "none", BASE, reference=True, **facts),
+         run_rows("baseline", "expatt", BASE + 1.0 + NOISE, config={"attention": "expatt"}, **facts),
+         run_rows("baseline", "aa", BASE - 1.0 + NOISE, config={"attention": "aa"}, params=1200, **facts),
+         run_rows("baseline", "se", BASE + NOISE - NOISE.mean(), config={"attention": "se"}, params=1100, **facts),
+         run_rows("baseline", "aw", BASE + 0.3 + 4 * NOISE[::-1], config={"attention": "aw"}, **facts)]
+    return frame(*g)
+
+
+SPEC = AnalysisSpec(delta=0.5, delta_why="test")
 
 
 def _claim(**kw):
@@ -33,123 +41,143 @@ def _claim(**kw):
     return c
 
 
-def test_claims_rule(runs):
-    assert judge_claim(_claim(), runs)["status"] == "consistent"          # +2 pp with 3 pairs
-    aa = judge_claim(_claim(compare={"ablation": "baseline", "variant": "aa", "reference": "none"}), runs)
-    assert aa["status"] == "inconsistent" and aa["n_pairs"] == 2
-    se = judge_claim(_claim(compare={"ablation": "baseline", "variant": "se"}), runs)   # reference: the ablation's
-    assert se["status"] == "not testable" and "includes 0" in se["why"]
-    less = judge_claim(_claim(direction="less"), runs)
-    assert less["status"] == "inconsistent"
-    # the claimed size is judged only in the paper's own setting
-    big = _claim(compare={"ablation": "baseline", "variant": "se", "reference": "none"}, effect=5.0)
-    assert judge_claim(big, runs)["status"] == "not testable"
-    big["setting"] = {"dataset": "fashion_mnist", "model": "resnet20"}
-    assert judge_claim(big, runs)["status"] == "inconsistent"
-    smoke = runs.copy()
-    smoke["epochs_completed"] = 1
-    r = judge_claim(_claim(), smoke)
-    assert r["status"] == "not testable" and "1 epoch < 10" in r["why"]
-    one = runs[runs.seed == 0]
-    r = judge_claim(_claim(), one)
-    assert r["status"] == "not testable" and "1 paired seed < 2" in r["why"]
-    absent = judge_claim(_claim(compare={"ablation": "baseline", "variant": {"attention": "aw"}}), runs)
-    assert absent["status"] == "not testable" and "no variant" in absent["why"]
+def _cmp(variant, reference="none"):
+    return {"ablation": "baseline", "variant": {"attention": variant}, "reference": {"attention": reference}}
 
 
-def _se_vs_none():
-    """se vs none in the baseline: paired deltas over seeds 0 and 1 (se seed 2 is missing)."""
-    d = [top1("baseline", "se", s) - top1("baseline", "none", s) for s in (0, 1)]
-    return stats.t.interval(0.95, 1, loc=np.mean(d), scale=stats.sem(d))
+def judge(claim, runs, spec=SPEC):
+    return judge_claim(claim, runs, None, None, spec)
 
 
-def test_claimed_size_judged_with_the_far_end_of_the_interval(runs):
-    # an interval that holds both 0 and the claimed effect cannot tell them apart: not testable, in the setting too
-    lo, hi = _se_vs_none()
-    effect = round(hi / 2, 2)
-    assert lo < 0 < effect < hi
-    c = _claim(compare={"ablation": "baseline", "variant": "se", "reference": "none"}, effect=effect,
-               setting={"dataset": "fashion_mnist", "model": "resnet20"})
-    r = judge_claim(c, runs)
-    assert r["status"] == "not testable" and "includes 0" in r["why"]
-    assert (r["low"], r["high"]) == (pytest.approx(lo), pytest.approx(hi))
-    c["effect"] = round(hi + 0.5, 2)    # beyond the interval's far end: excluded, so inconsistent
-    assert judge_claim(c, runs)["status"] == "inconsistent"
+def test_match_variant_needs_every_key(runs):
+    m = matching.match_variant
+    assert m(runs, "radius_init", {"attention": "expatt", "radius_init": 0.5}) == ["r0.5-learn"]
+    assert m(runs, "radius_init", {"radius_init": 0.5 + 1e-12}) == ["r0.5-learn"]      # numbers compared as numbers
+    assert m(runs, "placement", {"stages": [3]}) == ["s3"] and m(runs, "placement", {"stages": None}) == ["none"]
+    assert m(runs, "kernel", None) == ["gaussian"] and m(runs, "kernel", "uniform") == ["uniform"]
+    assert m(runs, "kernel", "cauchy") == [] and m(runs, "kernel", {"kernel": "cauchy"}) == []
+    assert m(runs, "nothing", {"kernel": "uniform"}) == []
 
 
-def test_in_the_setting_an_interval_above_zero_but_below_the_claimed_size_is_inconsistent(runs):
-    """expatt beats none by about 2 pp (interval above 0): consistent with a claimed +1, but in the paper's setting
-    a claimed +20 lies beyond the interval, and that contradicts the claim although the sign agrees."""
-    c = _claim(effect=1.0, setting={"dataset": "fashion_mnist", "model": "resnet20"})
-    r = judge_claim(c, runs)
-    assert r["status"] == "consistent" and r["low"] > 0 and r["high"] > 1.0
-    c["effect"] = round(r["high"] + 5, 1)
-    r = judge_claim(c, runs)
-    assert r["status"] == "inconsistent" and "excludes the claimed" in r["why"]
-    c["setting"] = {}                          # outside the setting the size is not judged
-    assert judge_claim(c, runs)["status"] == "consistent"
+def test_statuses_follow_the_family_wise_verdicts():
+    runs = baseline()
+    assert judge(_claim(), runs)["status"] == "consistent"
+    r = judge(_claim(compare=_cmp("aa")), runs)
+    assert r["status"] == "inconsistent" and "opposite side" in r["why"]
+    r = judge(_claim(compare=_cmp("se")), runs)
+    assert r["status"] == "inconclusive" and "equivalent within ±0.5" in r["why"]
+    r = judge(_claim(compare=_cmp("aw")), runs)
+    assert r["status"] == "inconclusive" and "neither a difference" in r["why"]
+    r = judge(_claim(direction="less"), runs)
+    assert r["status"] == "inconsistent"
+    r = judge(_claim(compare=_cmp("none", "expatt"), direction="less"), runs)     # read the other way round
+    assert r["status"] == "consistent" and r["value"] == pytest.approx(-1.0 - NOISE.mean())
+    r = judge(_claim(compare=_cmp("cbam")), runs)
+    assert r["status"] == "not run" and "no variant" in r["why"]
+    r = judge(_claim(compare={**_cmp("expatt"), "ablation": "kernel"}), runs)
+    assert r["status"] == "not run" and "no runs of ablation 'kernel'" in r["why"]
 
 
-def test_direction_less_uses_the_mirrored_interval(runs):
-    lo, hi = _se_vs_none()
-    c = _claim(compare={"ablation": "baseline", "variant": "se", "reference": "none"}, direction="less")
-    assert lo < 0 < hi and judge_claim(c, runs)["status"] == "not testable"
-    c = _claim(compare={"ablation": "baseline", "variant": "none", "reference": "expatt"}, direction="less")
-    assert judge_claim(c, runs)["status"] == "consistent"
-    # in the setting, a "less" claim of a size beyond the interval's far end
-    c = _claim(compare={"ablation": "baseline", "variant": "se", "reference": "none"}, direction="less",
-               effect=round(-lo + 0.5, 2), setting={"dataset": "fashion_mnist", "model": "resnet20"})
-    r = judge_claim(c, runs)
-    assert r["status"] == "inconsistent" and "excludes the claimed" in r["why"]
-
-
-def test_the_fewest_epochs_and_any_truncated_run_make_a_claim_untestable(runs):
+def test_too_few_seeds_or_epochs_are_inconclusive():
+    runs = baseline()
     short = runs.copy()
-    i = short.index[(short.ablation == "baseline") & (short.variant == "expatt") & (short.seed == 1)][0]
-    short.loc[i, "epochs_completed"] = 5          # one run of six stopped early
-    r = judge_claim(_claim(), short)
-    assert r["status"] == "not testable" and "5 epochs < 10" in r["why"]
+    short.loc[(short.variant == "expatt") & (short.seed == 3), "epochs_completed"] = 5
+    r = judge(_claim(), short)
+    assert r["status"] == "inconclusive" and "5 epochs < 10" in r["why"]
     cut = runs.copy()
-    cut.loc[i, "max_steps"] = 3
-    r = judge_claim(_claim(), cut)
-    assert r["status"] == "not testable" and "max_steps=3" in r["why"]
-    # a finished run outside the pairs does not count: without expatt seed 2, the reference's seed 2 is unpaired
-    other = runs[~((runs.ablation == "baseline") & (runs.variant == "expatt") & (runs.seed == 2))].copy()
-    j = other.index[(other.ablation == "baseline") & (other.variant == "none") & (other.seed == 2)][0]
-    other.loc[j, ["epochs_completed", "max_steps"]] = [1, 3]
-    r = judge_claim(_claim(), other)
-    assert r["status"] == "consistent" and r["n_pairs"] == 2
+    cut.loc[cut.variant == "none", "max_steps"] = 3
+    assert "max_steps=3" in judge(_claim(), cut)["why"]
+    one = runs[runs.seed == 0]
+    r = judge(_claim(), one)
+    assert r["status"] == "inconclusive" and "1 paired seed < 2" in r["why"]
 
 
-def test_setting_needs_every_compared_run(runs):
-    big = _claim(compare={"ablation": "baseline", "variant": "se", "reference": "none"}, effect=5.0,
-                 setting={"dataset": "fashion_mnist", "model": "resnet20"})
-    mixed = runs.copy()
-    mixed.loc[(mixed.variant == "se") & (mixed.seed == 0), "model"] = "resnet32"
-    assert judge_claim(big, mixed)["status"] == "not testable"   # not the paper's setting: size not judged
+def test_outside_its_setting_a_claim_is_judged_on_direction_only_and_says_where_it_differs():
+    setting = {"dataset": "imagenet", "model": "resnet50", "placement": "paper", "input_size": 224}
+    runs = baseline(stages=[3])
+    r = judge(_claim(setting=setting, effect=5.0), runs)        # a claimed +5 is not judged on size out here
+    assert r["status"] == "consistent" and "direction only" in r["why"]
+    for part in ("dataset fashion_mnist (paper: imagenet)", "model resnet20 (paper: resnet50)",
+                 "placement stages 3 (paper: where the paper puts it)", "input 28 px (paper: 224 px)"):
+        assert part in r["why"] and part in r["setting"]
+    # in its own setting the same +1.0 contradicts a claimed +5: the corrected interval lies below it
+    own = baseline(dataset="imagenet", model="resnet50", input_size=224)
+    r = judge(_claim(setting=setting, effect=5.0), own)
+    assert r["status"] == "inconsistent" and "lies below the claimed 5" in r["why"] and r["setting"] == "the paper's"
+    assert judge(_claim(setting=setting, effect=0.5), own)["status"] == "consistent"
+    # a single part differing is enough, and only that part is named
+    r = judge(_claim(setting=setting, effect=5.0), baseline(dataset="imagenet", model="resnet50", input_size=224,
+                                                           stages=[4]))
+    assert r["status"] == "consistent" and r["setting"] == "placement stages 4 (paper: where the paper puts it)"
 
 
-def test_aw_on_top_of_gates_compares_the_combined_kinds(runs):
+def test_an_imagenet_claim_is_judged_on_size_in_its_own_setting():
+    """An imagefolder preset that declares its images to be ImageNet (analysis.stands_for) is the AA paper's setting
+    for AA-ResNet-50, and a measured +1.0 (corrected interval below 1.3) is then inconsistent with its claimed +1.3."""
     claims = {c["id"]: c for c in load_claims()["claims"]}
-    for gate in ("se", "cbam"):
-        c = claims[f"aw_on_top_of_{gate}"]
-        assert c["compare"] == {"ablation": "baseline", "variant": {"attention": f"aw+{gate}"},
-                                "reference": {"attention": gate}}
-        assert c.get("testable", True) is not False
-    # with runs of aw+se beside se, the claim is judged on them
-    se = runs[(runs.ablation == "baseline") & (runs.variant == "se")].copy()
-    aw = se.copy()
-    aw["variant"], aw["attention"] = "aw+se", "aw+se"
-    aw["val_top1"] = aw["val_top1"] + [2.0, 2.1]
-    aw["varied"] = [{"attention": "aw+se"}] * len(aw)
-    aw["config"] = [{**c, "attention": "aw+se"} for c in aw["config"]]
-    aw["is_reference"] = False
-    both = pd.concat([runs, aw], ignore_index=True)
-    r = judge_claim(claims["aw_on_top_of_se"], both)
-    assert (r["variant"], r["reference"], r["n_pairs"]) == ("aw+se", "se", 2)
-    assert r["status"] == "consistent" and r["value"] == pytest.approx(2.05)
-    r = judge_claim(claims["aw_on_top_of_cbam"], both)
-    assert r["status"] == "not testable" and "no variant" in r["why"]
+    c = claims["aa_over_resnet50"]
+    runs = baseline(dataset="imagefolder", model="resnet50", input_size=224).replace({"variant": {"aa": "x"}})
+    runs = runs.replace({"variant": {"expatt": "aa"}})
+    runs.loc[runs.variant == "aa", "attention"] = "aa"
+    runs.loc[runs.variant == "aa", "config"] = [{"attention": "aa", "stages": None}] * int((runs.variant == "aa").sum())
+    runs.loc[runs.variant == "aa", "varied"] = [{"attention": "aa"}] * int((runs.variant == "aa").sum())
+    runs = runs[runs.variant != "x"]
+    plain = judge(c, runs, SPEC)
+    assert plain["status"] == "consistent" and "dataset imagefolder (paper: imagenet)" in plain["why"]
+    r = judge(c, runs, AnalysisSpec(delta=0.5, delta_why="test", stands_for={"dataset": "imagenet"}))
+    assert r["status"] == "inconsistent" and r["setting"] == "the paper's"
+    assert r["high"] < 1.3 and r["low"] > 0
+
+
+def test_a_claim_judged_only_in_its_setting_is_not_run_elsewhere():
+    claims = {c["id"]: c for c in load_claims()["claims"]}
+    wrn = claims["aa_over_wrn_cifar100"]
+    assert wrn["judge_outside"] is False
+    r = judge(wrn, baseline())
+    assert r["status"] == "not run" and "does not build the claim's setting" in r["why"]
+    own = baseline(dataset="cifar100", model="wrn28_10", input_size=32)
+    assert judge(wrn, own)["status"] in ("consistent", "inconsistent", "inconclusive")
+
+
+def test_a_compound_claim_checks_every_part():
+    runs = baseline()
+    c = _claim(compare=_cmp("expatt", "aa"), also=[{"metric": "params", "direction": "less"}])
+    r = judge(c, runs)                         # expatt beats aa (+2) with 1000 against 1200 params
+    assert r["status"] == "consistent" and "fewer params (1,000 vs 1,200: holds)" in r["why"]
+    c = _claim(compare=_cmp("aa", "se"), direction="less", also=[{"metric": "params", "direction": "less"}])
+    r = judge(c, runs)                         # aa is below se as claimed, but it has more params
+    assert r["status"] == "inconsistent" and "other part fails" in r["why"] and "1,200 vs 1,100" in r["why"]
+    with pytest.raises(ValueError, match="also entry"):
+        check_claim(_claim(also=[{"metric": "latency", "direction": "less"}]))
+
+
+def test_a_claim_that_matches_several_variants_is_an_error_naming_them():
+    runs = baseline()
+    extra = frame(run_rows("baseline", "expatt-s3", BASE + 1, config={"attention": "expatt"}, stages=[3]))
+    both = pd.concat([runs, extra], ignore_index=True)
+    with pytest.raises(AmbiguousClaim, match="matches 2 variants of baseline: expatt, expatt-s3"):
+        judge(_claim(), both)
+    assert judge(_claim(compare={"ablation": "baseline", "variant": "expatt", "reference": "none"}),
+                 both)["status"] == "consistent"
+    with pytest.raises(AmbiguousClaim):
+        evaluate_claims(both, {"claims": [_claim()], "defaults": {}}, spec=SPEC)
+
+
+def test_claims_take_the_family_wise_verdict():
+    """Many null comparisons beside one claimed one: its raw p would pass, the family's adjusted p does not."""
+    runs = baseline()
+    g = [runs]
+    for j in range(12):
+        g.append(frame(run_rows("baseline", f"z{j}", BASE + NOISE * (j % 3 - 1), config={"attention": "cbam",
+                                                                                            "reduction": j + 2})))
+    d = np.array([0.5, -0.1, 0.4, 0.2, 0.3, -0.2, 0.6, 0.1, 0.0, 0.3])        # t about 2.6: p about 0.03
+    weak = frame(run_rows("baseline", "aw+se", BASE + d, config={"attention": "aw+se"}))
+    many = pd.concat([*g, weak], ignore_index=True)
+    c = _claim(compare=_cmp("aw+se"))
+    r = judge(c, many)
+    assert r["p"] < 0.05 <= r["p_adj"] and r["status"] == "inconclusive"
+    alone = pd.concat([runs[runs.variant == "none"], weak], ignore_index=True)
+    assert judge(c, alone)["status"] == "consistent"
 
 
 def _cost(**kw):
@@ -201,14 +229,29 @@ def test_cost_claims_are_checked():
         check_claim({k: v for k, v in _claim().items() if k != "compare"})
 
 
+def test_cost_claims_judge_the_sign_too():
+    """A relative difference within the tolerance of the claimed one but of the other sign is inconsistent."""
+    from attnrepro.flops import count_params
+    from attnrepro.models import build_model
+
+    ex = build_model("resnet20", 10, attention="expatt", input_size=16)
+    aa = build_model("resnet20", 10, attention="aa", input_size=16)
+    rel = 100 * (count_params(ex) - count_params(aa)) / count_params(aa)
+    r = judge_cost_claim(_cost(direction="greater", effect=0.1, tolerance=abs(rel) + 1.0))
+    assert rel < 0 and r["status"] == "inconsistent" and "other sign" in r["why"]
+
+
 def test_package_claims_all_evaluate(runs):
     claims = load_claims()
-    assert len(claims["claims"]) >= 8 and "not testable" in claims["rule"]
+    assert len(claims["claims"]) >= 8 and "not run" in claims["rule"] and "inconclusive" in claims["rule"]
     assert "tolerance" in claims["rule"] and "paper's own setting" in claims["rule"]
+    for c in claims["claims"]:
+        if c["kind"] == "accuracy":
+            assert set(c["setting"]) >= {"dataset", "placement", "input_size"}, c["id"]
     ev = evaluate_claims(runs)
-    assert set(ev.status) <= {"consistent", "inconsistent", "not testable"}
+    assert set(ev.status) <= {"consistent", "inconsistent", "inconclusive", "not run"}
     row = ev.set_index("id").loc["expatt_over_resnet"]
-    assert row.status == "consistent" and row.variant == "expatt" and row.reference == "none"
+    assert row.variant == "expatt" and row.reference == "none" and "direction only" in row.why
     cost = [c for c in claims["claims"] if c["kind"] == "cost"]
     assert len(cost) == 2
     for c in cost:
@@ -216,7 +259,7 @@ def test_package_claims_all_evaluate(runs):
         assert c["tolerance"] > 0 and len(c["tolerance_why"]) > 100
     empty = evaluate_claims(runs.iloc[0:0]).set_index("id")
     kinds = {c["id"]: c["kind"] for c in claims["claims"]}
-    assert all(empty.loc[i, "status"] == "not testable" for i, k in kinds.items() if k == "accuracy")
+    assert all(empty.loc[i, "status"] == "not run" for i, k in kinds.items() if k == "accuracy")
     # cost claims need no runs: judged on ResNet-152 at 224 px whatever the runs hold
     from attnrepro.flops import count_params
     from attnrepro.models import build_model

@@ -36,8 +36,8 @@ def built(tmp_path_factory):
 def test_html_is_self_contained_with_figures(built):
     out, html = built
     imgs = re.findall(r"<img[^>]*src=\"data:image/png;base64,[A-Za-z0-9+/=]{100,}", html)
-    # 1 (findings) + 4 (kernel) + 3 (radius_init) + 4 (placement) + 4 (baseline) figures
-    assert len(imgs) == 16
+    # 1 (findings) + 5 (kernel) + 4 (radius_init) + 5 (placement) + 5 (baseline) figures
+    assert len(imgs) == 20
     assert not re.search(r"<script[^>]*src=", html) and "cdnjs" not in html and "mathjax" not in html.lower()
     assert "from attnrepro.analysis.report import" not in html          # code cells hidden
     for section in ("Findings", "Provenance", "Ablation: kernel", "Ablation: radius_init", "Ablation: placement",
@@ -100,7 +100,7 @@ def test_findings_at_the_top_generated_from_the_tables(built):
     tables = findings.read_tables(out)
     assert set(tables) == {"baseline", "kernel", "radius_init", "placement"}   # and none of the other CSVs
     f = pd.read_csv(out / "findings.csv").set_index("ablation")
-    again = findings.findings(tables).set_index("ablation")
+    again = findings.findings(tables, findings.read_comparisons(out)).set_index("ablation")
     assert list(f["finding"]) == list(again["finding"])
     for sentence in again["finding"]:
         assert sentence.replace("±", "&plusmn;") in html or sentence in html

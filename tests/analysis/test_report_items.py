@@ -1,6 +1,7 @@
 """attnrepro.analysis.report and .sections: what the report shows, without a kernel."""
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -9,6 +10,7 @@ import pytest
 from analysis_records import (PRESET, SEEDS, top1)
 
 from attnrepro.analysis.formats import bold_best
+from attnrepro.analysis.comparisons import family_size, rule_text
 from attnrepro.analysis.report import Report
 
 
@@ -54,13 +56,20 @@ def test_report_items_with_runs_and_without(runs_root, tmp_path):
     rep = Report(runs_root, PRESET)
     figs = {a: len(rep.figures(a)) for a in rep.ablation_names}
     # curves everywhere; + acc-vs-MACs (baseline), + per placement, + radius + maps (expatt ablations), + kernels
-    assert figs == {"kernel": 4, "radius_init": 3, "placement": 4, "baseline": 4}
+    assert figs == {"kernel": 5, "radius_init": 4, "placement": 5, "baseline": 5}   # each with paired seeds
     bad = rep.problem_runs()
     assert set(zip(bad.variant, bad.status)) == {("aa", "failed"), ("uniform", "incomplete"), ("se", "missing")}
     paths = rep.write_csvs(tmp_path / "out")
     base = pd.read_csv(tmp_path / "out" / "baseline.csv").set_index("variant")
     assert base.loc["expatt", "mean"] == pytest.approx(np.mean([top1("baseline", "expatt", s) for s in SEEDS]))
-    assert {p.name for p in paths} >= {"runs.csv", "baseline.csv", "claims.csv", "paper_tables.csv"}
+    assert {p.name for p in paths} >= {"runs.csv", "baseline.csv", "claims.csv", "paper_tables.csv",
+                                       "comparisons.csv", "analysis.json"}
+    design = json.loads((tmp_path / "out" / "analysis.json").read_text())
+    assert design["correction"] == "holm" and design["family_size"] == family_size(rep.comparisons) > 0
+    assert design["rule"] == rule_text(rep.spec, design["family_size"])
+    text = " ".join(x.data for x in rep.findings_items() if isinstance(getattr(x, "data", None), str))
+    assert "Design." in text and "distinct hypotheses" in text and "With n &lt; 6 paired seeds" in text
+    assert "sign-flip p" in rep.findings_items()[2].to_html()
     from attnrepro.analysis import tables
     want = tables.build_tables()     # the report's section and CSV are this table (counted once per process)
     got = pd.read_csv(tmp_path / "out" / "paper_tables.csv")

@@ -14,7 +14,8 @@ from .findings import report_markdown, update_readme
 from .report import build_report
 from .tables import build_tables, column_verdicts, write_tables
 
-__all__ = ["configure_report", "run_report", "configure_findings", "run_findings", "configure_tables", "run_tables"]
+__all__ = ["configure_report", "run_report", "configure_findings", "run_findings", "configure_tables", "run_tables",
+           "configure_plan", "run_plan"]
 
 
 def configure_report(parser: argparse.ArgumentParser) -> None:
@@ -82,4 +83,46 @@ def run_tables(args: argparse.Namespace) -> int:
         print(line)
     for p in paths:
         print(p, file=sys.stderr)
+    return 0
+
+
+def configure_plan(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--preset", required=True, help="preset whose run records give the paired SDs")
+    parser.add_argument("--delta", type=float, required=True, metavar="PP",
+                        help="the true difference to detect, percentage points of top-1")
+    parser.add_argument("--power", type=float, default=0.8, help="the power to detect it with (default 0.8)")
+    parser.add_argument("--family-size", type=int, default=None, metavar="M",
+                        help="the number of distinct comparisons the new design will judge together (default: the "
+                             "preset's own family)")
+    parser.add_argument("--sd", type=float, default=None, help="plan with this paired SD instead of the records'")
+    parser.add_argument("--runs-dir", default=None, help="runs root (default: runs, or $ATTNREPRO_RUNS)")
+    parser.add_argument("--notebooks-dir", default=None, metavar="DIR",
+                        help="the folder of the grids and presets/ (default: the repository's notebooks/)")
+
+
+def run_plan(args: argparse.Namespace) -> int:
+    from ..pipeline.grids import list_presets, notebooks_dir
+    from . import results
+    from .claims import load_claims
+    from .plan import format_plan, plan_for, plan_table
+    from .report import preset_spec
+
+    nbd = notebooks_dir(args.notebooks_dir)
+    if args.preset not in list_presets(nbd):
+        raise UsageError(f"unknown preset {args.preset!r}; choose from: {', '.join(list_presets(nbd))}")
+    for name, v, low in (("--delta", args.delta, 0.0), ("--sd", args.sd, 0.0)):
+        if v is not None and not v > low:
+            raise UsageError(f"{name} {v}: must be > 0")
+    if not 0 < args.power < 1:
+        raise UsageError(f"--power {args.power}: must lie in (0, 1)")
+    if args.family_size is not None and args.family_size < 1:
+        raise UsageError(f"--family-size {args.family_size}: must be >= 1")
+    runs_dir = Path(args.runs_dir) if args.runs_dir else default_runs_dir()
+    runs = results.load_runs(runs_dir, args.preset, grids_dir=nbd)
+    if runs.empty and args.sd is None:
+        raise UsageError(f"no run records of preset {args.preset!r} under {runs_dir}; run it first, or give --sd")
+    spec = preset_spec(args.preset, nbd)
+    comp = plan_for(runs, spec, load_claims())
+    table, m, alpha = plan_table(comp, spec, args.delta, power=args.power, m=args.family_size, sd=args.sd)
+    print(format_plan(table, args.preset, spec, args.delta, args.power, m, alpha, args.sd))
     return 0

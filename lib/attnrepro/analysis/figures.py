@@ -7,7 +7,8 @@ so in words). Nothing here reads files or computes statistics beyond what it plo
 - :func:`accuracy_curves`: validation top-1 per epoch, mean over seeds with its 95% t band, one line per variant.
 - :func:`accuracy_vs_cost`: final top-1 (mean, 95% CI) against MACs per image, one point per variant.
 - :func:`accuracy_by_variant`: final top-1 (mean, 95% CI) per variant, e.g. per placement.
-- :func:`paired_deltas`: every variant's paired delta to its reference with its interval (the findings).
+- :func:`paired_deltas`: every comparison's paired delta with its interval at the corrected level (the findings).
+- :func:`paired_seeds`: per ablation, each seed a line from the reference to the variant.
 - :func:`radius_over_training`: learned ExpAtt radius per layer over epochs (epoch 0: the initial radius).
 - :func:`attention_maps`: explicit attention maps at given radii as a row of heatmaps (the map of the centre query).
 - :func:`kernel_shapes`: the distance kernels ``k(d; r)`` of the kernel ablation.
@@ -27,7 +28,8 @@ import numpy as np
 import pandas as pd
 
 __all__ = ["KERNELS", "kernel_value", "attention_map", "feature_size", "accuracy_curves", "accuracy_vs_cost",
-           "accuracy_by_variant", "paired_deltas", "radius_over_training", "attention_maps", "kernel_shapes", "to_png"]
+           "accuracy_by_variant", "paired_deltas", "paired_seeds", "radius_over_training", "attention_maps",
+           "kernel_shapes", "to_png"]
 
 KERNELS = ("gaussian", "laplacian", "cauchy", "uniform")
 _DATASET_SIZE = {"fashion_mnist": 28, "cifar10": 32, "cifar100": 32, "synthetic": 32}
@@ -213,27 +215,73 @@ def accuracy_by_variant(table: pd.DataFrame, title: str | None = None, xlabel: s
 
 
 def paired_deltas(comparisons: pd.DataFrame, title: str | None = None):
-    """Every variant's paired delta to its ablation's reference (point) with its 95% t interval, one row per
-    variant grouped by ablation, a line at 0: the findings at a glance. ``comparisons`` is
-    :func:`.findings.comparisons`; rows without an interval are drawn as points only."""
+    """Every comparison's paired delta (point) with two intervals: thick, at the level its corrected test used
+    (``adj_low``, ``adj_high``: it excludes 0 exactly when the family-wise verdict is above or below), thin, the raw
+    95% t interval; one row per distinct comparison, a line at 0: the findings at a glance. ``comparisons`` is
+    :func:`.comparisons.compare`; rows without an interval are drawn as points only."""
     df = comparisons[comparisons["delta"].notna()] if len(comparisons) else comparisons
+    if len(df) and "same_as" in df:
+        df = df[df["same_as"].fillna("").astype(str) == ""]
     if df.empty:
         return None
     plt, sns = _plt()
-    fig, ax = plt.subplots(figsize=(7.0, 0.32 * len(df) + 1.2))
-    colours = {"above": "#1a7f37", "below": "#cf222e"}
+    fig, ax = plt.subplots(figsize=(7.0, 0.32 * len(df) + 1.3))
+    colours = {"above": "#1a7f37", "below": "#cf222e", "equivalent": "#0969da"}
     y = np.arange(len(df))[::-1]
-    lo = (df["delta"] - df["delta_low"]).to_numpy(dtype=float)
-    hi = (df["delta_high"] - df["delta"]).to_numpy(dtype=float)
-    err = np.nan_to_num(np.vstack([lo, hi]), nan=0.0)
-    for i, (yi, row) in enumerate(zip(y, df.itertuples())):
+    for yi, row in zip(y, df.itertuples()):
         c = colours.get(row.verdict, "0.35")
-        ax.errorbar(row.delta, yi, xerr=err[:, [i]], fmt="o", color=c, ecolor=c, capsize=3, ms=4)
+        lo, hi = getattr(row, "adj_low", math.nan), getattr(row, "adj_high", math.nan)
+        if math.isfinite(lo) and math.isfinite(hi):
+            ax.plot([lo, hi], [yi, yi], color=c, lw=2.6, alpha=0.55, solid_capstyle="butt")
+        if math.isfinite(row.delta_low) and math.isfinite(row.delta_high):
+            ax.errorbar(row.delta, yi, xerr=[[row.delta - row.delta_low], [row.delta_high - row.delta]], fmt="none",
+                        ecolor=c, elinewidth=0.9, capsize=3)
+        ax.plot([row.delta], [yi], "o", color=c, ms=4)
     ax.axvline(0.0, color="0.2", lw=0.8)
     ax.set_yticks(y, [f"{a}: {v} vs {r}" for a, v, r in zip(df["ablation"], df["variant"], df["reference"])],
                   fontsize=8)
-    ax.set_xlabel("paired Δ top-1 (percentage points), 95% t interval")
-    ax.set_title(title or "each variant minus its ablation's reference (green: above 0, red: below 0)")
+    ax.set_xlabel("paired Δ top-1 (percentage points); wide bar: at the corrected level, whiskers: raw 95%")
+    ax.set_title(title or "each comparison (green: above 0, red: below 0, blue: equivalent, family-wise)",
+                 fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def paired_seeds(runs: pd.DataFrame, ablation: str, reference: str, metric: str = "val_top1", max_cols: int = 4,
+                 title: str | None = None):
+    """One panel per variant of ``ablation``: each seed a line from its reference run to its variant run (final
+    top-1), one colour per seed in every panel, so that a seed that is bad for every variant shows at a glance."""
+    from .results import natural_key
+
+    fin = runs[(runs["ablation"] == ablation) & (runs["status"] == "finished") & runs[metric].notna()] \
+        if len(runs) else runs
+    if fin is None or fin.empty or reference not in set(fin["variant"]):
+        return None
+    ref = fin[fin["variant"] == reference].groupby("seed")[metric].mean()
+    variants = [v for v in sorted(set(fin["variant"]), key=natural_key) if v != reference]
+    if not variants:
+        return None
+    plt, sns = _plt()
+    seeds = sorted(set(fin["seed"]))
+    palette = dict(zip(seeds, sns.color_palette("husl", n_colors=len(seeds))))
+    cols = min(max_cols, len(variants))
+    rows = -(-len(variants) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(2.2 * cols + 0.6, 2.4 * rows + 0.4), sharey=True, squeeze=False)
+    for ax, v in zip(axes.flat, variants):
+        var = fin[fin["variant"] == v].groupby("seed")[metric].mean()
+        for s in sorted(set(var.index) & set(ref.index)):
+            ax.plot([0, 1], [ref[s], var[s]], "-o", color=palette[s], lw=1.0, ms=3)
+        ax.set_xticks([0, 1], [reference, v], fontsize=8)
+        ax.set_xlim(-0.3, 1.3)
+        ax.set_title(v, fontsize=9)
+    for ax in list(axes.flat)[len(variants):]:
+        ax.set_visible(False)
+    axes[0, 0].set_ylabel(f"final {metric} (%)")
+    if len(seeds) <= 12:
+        handles = [plt.Line2D([], [], color=palette[s], marker="o", ms=3, lw=1) for s in seeds]
+        fig.legend(handles, [f"seed {s}" for s in seeds], loc="lower right", fontsize=7, ncol=min(6, len(seeds)),
+                   frameon=False)
+    fig.suptitle(title or f"{ablation}: each seed from {reference} to the variant", fontsize=10)
     fig.tight_layout()
     return fig
 

@@ -13,6 +13,7 @@ process).
 """
 from __future__ import annotations
 
+import json
 import os
 from datetime import datetime, timezone
 from pathlib import Path
@@ -22,11 +23,13 @@ import pandas as pd
 
 from .._io import atomic_write_text
 from ..pipeline.execution import KERNEL_NAME, ensure_kernel  # one kernel name, one installer
+from ..design import AnalysisSpec
 from . import figures, findings, results, sections
-from .claims import evaluate_claims, load_claims
+from .claims import claim_comparisons, evaluate_claims, load_claims
+from .comparisons import compare, effective_alpha, family_size, rule_text
 from .sections import _repo_root
 
-__all__ = ["build_report", "export_html", "Report", "expected_runs", "ABLATIONS", "KERNEL_NAME"]
+__all__ = ["build_report", "export_html", "Report", "expected_runs", "preset_spec", "ABLATIONS", "KERNEL_NAME"]
 
 ABLATIONS = ("kernel", "radius_init", "placement", "baseline")
 
@@ -58,13 +61,15 @@ class Report:
             if expected is not None:
                 self.expected_from = f"the grids and preset {preset}.yaml (attnrepro.pipeline), and the seeds found"
         self.missing = results.missing_runs(self.runs, expected)
+        self.spec = preset_spec(preset, grids_dir)
         self.claims_data = load_claims(claims_path)
-        self.claims = evaluate_claims(self.runs, self.claims_data)
+        self.comparisons = compare(self.runs, self.spec, extra=claim_comparisons(self.runs, self.claims_data),
+                                   claims=self.claims_data)
+        self.claims = evaluate_claims(self.runs, self.claims_data, self.comparisons, self.spec)
         found = results.ablations(self.runs)
         self.ablation_names = list(ABLATIONS) + [a for a in found if a not in ABLATIONS]
         self.tables = {a: results.ablation_table(self.runs, a, missing=self.missing) for a in found}
-        self.comparisons = findings.comparisons(self.tables)
-        self.findings = findings.findings(self.tables)
+        self.findings = findings.findings(self.tables, self.comparisons)
         self.built = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
         self.figures_dir: Path | None = None
         self._paper_table: pd.DataFrame | None = None
@@ -78,15 +83,27 @@ class Report:
             self._paper_table = tables.build_tables()
         return self._paper_table
 
+    @property
+    def design(self) -> dict[str, Any]:
+        """The analysis design as applied (``analysis.json``): level, correction, margin and its reason, whether the
+        family was declared, its size, the rule in words."""
+        m = family_size(self.comparisons)
+        s = self.spec
+        return {"alpha": s.alpha, "correction": s.correction, "delta": s.delta, "delta_why": s.delta_why,
+                "family_declared": s.declared, "family_size": m, "effective_alpha": effective_alpha(s, m),
+                "stands_for": dict(s.stands_for), "note": s.note, "rule": rule_text(s, m)}
+
     # ------------------------------------------------------------------ files
     def write_csvs(self, out_dir: str | Path) -> list[Path]:
         """``runs.csv`` (one row per run, missing ones included), ``<ablation>.csv``, ``claims.csv``,
-        ``findings.csv`` and ``comparisons.csv`` (:mod:`.findings`), ``paper_tables.csv``; the figures the
-        report then draws are also saved as ``figures/<ablation>-<i>.png`` beside them."""
+        ``findings.csv`` (:mod:`.findings`), ``comparisons.csv`` (:mod:`.comparisons`), ``paper_tables.csv`` and
+        ``analysis.json`` (:attr:`design`); the figures the report then draws are also saved as
+        ``figures/<ablation>-<i>.png`` beside them."""
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         self.figures_dir = out / "figures"
-        paths = []
+        paths = [out / "analysis.json"]
+        atomic_write_text(paths[0], json.dumps(self.design, indent=1) + "\n")
         runs = self.runs.drop(columns=["config", "radius"], errors="ignore").copy()
         runs["varied"] = runs["varied"].map(lambda v: ";".join(f"{k}={v[k]}" for k in sorted(v)) if v else "")
         runs = pd.concat([runs, self.missing], ignore_index=True) if len(self.missing) else runs
@@ -183,6 +200,18 @@ class Report:
 
     def style_items(self) -> list:
         return sections.style_items(self)
+
+
+def preset_spec(preset: str, grids_dir: str | Path | None = None) -> AnalysisSpec:
+    """The ``analysis`` section of ``<grids_dir>/presets/<preset>.yaml`` (:mod:`attnrepro.design`); every default
+    when there is no such preset (a runs folder of a preset whose YAML is elsewhere)."""
+    from ..errors import UsageError
+    from ..pipeline.grids import load_preset, notebooks_dir
+
+    try:
+        return load_preset(notebooks_dir(grids_dir), preset)["analysis_spec"]
+    except UsageError:
+        return AnalysisSpec()
 
 
 def expected_runs(preset: str, ablations: Iterable[str], grids_dir: str | Path | None = None

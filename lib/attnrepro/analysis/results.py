@@ -182,6 +182,7 @@ def load_runs(runs_dir: str | Path, preset: str | None = None, *, grids_dir: str
         for k in ("params", "macs", "images_per_s", "peak_mem_mb", "wall_time_s"):
             v = met.get(k)
             row[k] = float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else math.nan
+        row["input_size"] = met.get("input_size")
         row["config_hash"] = met.get("config_hash") or cfg.get("config_hash")
         for k in _CONFIG_COLUMNS:
             row[k] = cfg.get(k)
@@ -197,7 +198,8 @@ def load_runs(runs_dir: str | Path, preset: str | None = None, *, grids_dir: str
         rows.append(row)
     cols = ["preset", "ablation", "variant", "seed", "is_reference", "status", "reason", "path", *_FINAL_COLUMNS,
             "best_val_top1", "epochs_completed", "last_val_top1", "params", "macs", "images_per_s", "peak_mem_mb",
-            "wall_time_s", "config_hash", *_CONFIG_COLUMNS, *_ENV_COLUMNS, "reused_from", "written", "varied", "config",
+            "wall_time_s", "input_size", "config_hash", *_CONFIG_COLUMNS, *_ENV_COLUMNS, "reused_from", "written",
+            "varied", "config",
             "radius"]
     df = pd.DataFrame(rows, columns=cols)
     if df.empty:

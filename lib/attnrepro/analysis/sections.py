@@ -1,5 +1,6 @@
 """The sections of the report, as lists of IPython display items: each a function of ``rep``, a
-:class:`~.report.Report` (not imported here: the report imports this module), which holds the numbers (computed in :mod:`.results`, :mod:`.findings`, :mod:`.claims` and :mod:`.tables`). The
+:class:`~.report.Report` (not imported here: the report imports this module), which holds the numbers (computed in
+:mod:`.results`, :mod:`.findings`, :mod:`.claims` and :mod:`.tables`). The
 report notebook shows them in order; nothing here computes a statistic."""
 from __future__ import annotations
 
@@ -93,30 +94,80 @@ def header_items(rep) -> list:
     return items
 
 
+def _design_html(rep) -> str:
+    """What the preset declares about its analysis, in words."""
+    d = rep.design
+    corr = {"holm": "Holm", "bonferroni": "Bonferroni", "bh": "Benjamini-Hochberg", "none": "none"}[d["correction"]]
+    fam = "declared by the preset" if d["family_declared"] else ("the default: every variant against its ablation's "
+                                                                  "reference and every accuracy claim's comparison")
+    delta = (f"smallest effect of interest δ = {d['delta']:g} points ({html.escape(d['delta_why'] or '')})"
+             if d["delta"] else "no smallest effect of interest declared (so nothing is called equivalent)")
+    out = (f"<p><b>Design.</b> α = {d['alpha']:g}, correction: {corr}; family: {fam}, {d['family_size']} distinct "
+           f"hypotheses (strictest level {d['effective_alpha']:.4g}); {delta}.")
+    if d.get("note"):
+        out += f" <i>{html.escape(d['note'])}</i>"
+    return out + "</p>"
+
+
+def comparisons_table(rep) -> pd.DataFrame:
+    """Every comparison with its verdict and, beside it, the robustness figures (display strings)."""
+    rows = []
+    for c in rep.comparisons.itertuples():
+        n = int(c.n_pairs)
+        ok = n >= 2
+        rows.append({
+            "comparison": f"{c.ablation}: {c.variant} vs {c.reference}",
+            "n": n, "Δ pp [95% CI]": findings._interval(c.delta, c.delta_low, c.delta_high) if n else "—",
+            "p": findings.pfmt(c.p), "adjusted p": findings.pfmt(c.p_adj), "TOST adj. p": findings.pfmt(c.tost_p_adj),
+            "verdict": str(c.verdict) + (f" (= {c.same_as})" if c.same_as else ""),
+            "sign-flip p": (findings.pfmt(c.signflip_p) + ("" if c.signflip_exact else " (MC)")) if ok else "—",
+            "LOSO kept": f"{int(c.loso_kept)}/{n}" if ok and math.isfinite(c.loso_kept) else "—",
+            "P(var > ref)": f"{c.p_superiority:.2f}" if math.isfinite(c.p_superiority) else "—",
+            "Welch 95% CI": f"[{c.welch_low:+.2f}, {c.welch_high:+.2f}]" if math.isfinite(c.welch_low) else "—",
+            "80%-power effect": f"{c.mde80:.2f}" if math.isfinite(c.mde80) else "—"})
+    return pd.DataFrame(rows)
+
+
 def findings_items(rep) -> list:
-    """"Findings": per ablation, the reference, the best variant and what is resolved, by the rule of
-    :mod:`attnrepro.findings` (shown), with the paired-deltas figure; generated from the ablation tables."""
+    """"Findings": the design, the family-wise verdicts of :mod:`.comparisons` (the rule shown), per ablation the
+    reference, the best variant and what is resolved, every comparison with its robustness figures, and the
+    paired-deltas figure."""
     from IPython.display import HTML
 
     items = [HTML("<h2>Findings</h2>")]
-    if rep.findings.empty:
+    if rep.findings.empty and rep.comparisons.empty:
         return items + [HTML("<p>No ablation with a reference variant and finished runs: nothing to find.</p>")]
-    mh = findings.median_half(rep.tables)
+    mh = findings.median_half(rep.comparisons)
     lis = "".join(f"<li><b>{html.escape(str(f.ablation))}</b>: {html.escape(str(f.finding))}</li>"
                   for f in rep.findings.itertuples())
+    small = sorted({int(n) for n in rep.comparisons["n_pairs"] if 2 <= int(n) < 6})
+    floor = ("<p class='ar-warn'>With n &lt; 6 paired seeds the exact sign-flip test cannot reach 5% (its smallest "
+             f"two-sided p is 2/2<sup>n</sup>: {', '.join(f'{findings.pfmt(2 / 2 ** n)} at n = {n}' for n in small)}"
+             "); the verdicts then rest on the t-test's normality.</p>") if small else ""
     items.append(HTML(
-        "<p>" + (f"Median 95% half-width of the paired deltas: <b>{mh:.2f} points</b>, about the smallest "
-                 "effect these runs could have seen. " if math.isfinite(mh) else "") +
+        _design_html(rep) +
+        "<p>" + (f"Median 95% half-width of the paired deltas: <b>{mh:.2f} points</b>. " if math.isfinite(mh)
+                 else "") +
         f"The datasets and models are this preset's ({html.escape(_counts_text(rep.runs['dataset'].astype(str)))}"
         "), not the papers' ImageNet ones.</p>"
-        f"<p>{html.escape(findings.resolved_sentence(rep.comparisons))}</p><ul>{lis}</ul>"
-        "<details><summary>The findings rule</summary>"
-        f"<p class='ar-rule'>{html.escape(findings.RULE)}</p></details>"))
+        f"<p>{html.escape(findings.resolved_sentence(rep.comparisons, rep.spec.delta))}</p><ul>{lis}</ul>"
+        "<details><summary>The verdict rule</summary>"
+        f"<p class='ar-rule'>{html.escape(rep.design['rule'] + ' ' + findings.BEST_RULE)}</p></details>" + floor))
+    if len(rep.comparisons):
+        items.append(plain_table(comparisons_table(rep)))
+        items.append(HTML("<p class='ar-cap'>n: paired seeds; ± and [ ]: 95% intervals; adjusted p: corrected across "
+                          "the family; TOST: equivalence within ±δ. Beside the verdict, not part of it: the exact "
+                          "sign-flip p (MC: Monte Carlo above 20 pairs), how many leave-one-seed-out deletions keep "
+                          "the verdict, P(variant > reference) over all pairs of runs, Welch's unpaired interval "
+                          "(a check on the pairing), and the effect detectable with 80% power at the correction's "
+                          "strictest level with this n and paired SD.</p>"))
     fig = figures.paired_deltas(rep.comparisons)
     if fig is not None:
         items += [_image(rep._png(fig, "findings-deltas")),
-                  HTML("<p class='ar-cap'>Each variant's paired Δ top-1 to its ablation's reference with its 95% "
-                       "t interval; green: resolved above 0, red: below.</p>")]
+                  HTML("<p class='ar-cap'>Each distinct comparison's paired Δ top-1. Wide bar: the interval at the "
+                       "level its corrected test used (1 − α·p/adjusted p; it excludes 0 exactly when the "
+                       "family-wise verdict is above or below); whiskers: the raw 95% t interval. Green: above, red: below, blue: "
+                       "equivalent within ±δ, grey: inconclusive.</p>")]
     return items
 
 
@@ -191,6 +242,11 @@ def ablation_figures(rep, ablation: str) -> list[tuple[bytes, str]]:
 
     add("curves", figures.accuracy_curves(rep.curves, ablation),
         "Validation top-1 per epoch, finished runs only; band: 95% t interval over seeds (none with one seed).")
+    ref = results.reference_variant(rep.runs, ablation)
+    if ref is not None:
+        add("paired_seeds", figures.paired_seeds(rep.runs, ablation, ref),
+            f"Each seed a line from {ref} to the variant (final top-1), one colour per seed in every panel: a "
+            "seed that is bad for every variant shows as the same colour falling everywhere.")
     if ablation == "baseline" and table is not None:
         add("top1_vs_macs", figures.accuracy_vs_cost(table, "macs"),
             "Final top-1 (mean, 95% t interval) against fvcore MACs per image (1 MAC = 1 fused multiply-add).")

@@ -14,6 +14,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import yaml
 
 from ..config import KEYS, ConfigError, RunConfig, check_keys, coerce, num_stages
+from ..design import analysis_spec
 from ..errors import UsageError
 
 __all__ = ["Run", "RUNNER_KEYS", "notebooks_dir", "default_runs_dir", "list_ablations", "list_presets", "load_grid",
@@ -26,7 +27,7 @@ RUNNER_KEYS = ("out_dir",)  # notebook parameters the runner always sets (beside
 _GRID_KEYS = {"reference", "base", "variants", "axes", "description", "notebook"}
 
 
-_PRESET_KEYS = {"description", "seeds", "jobs", "base", "options", "ablations"}
+_PRESET_KEYS = {"description", "seeds", "jobs", "base", "options", "ablations", "analysis"}
 
 
 _PRESET_ABLATION_KEYS = {"base", "variants", "only"}
@@ -124,6 +125,7 @@ def load_preset(nb_dir: Path, preset: str) -> dict:
         _check_unknown(over, _PRESET_ABLATION_KEYS, f"{where}: ablations.{name}")
         abl[name] = over
     data["ablations"] = abl
+    data["analysis_spec"] = analysis_spec(data.get("analysis"), f"{where}: analysis")
     return data
 
 
@@ -266,6 +268,10 @@ def expand(ablations: Sequence[str], preset: str, overrides: Sequence[Sequence[s
         if k not in option_names:
             raise ConfigError(f"preset {preset}.yaml: options.{k} is not a parameter of any of the notebooks "
                               f"{', '.join(grids)}; their options: {', '.join(sorted(option_names)) or 'none'}")
+    for c in pre["analysis_spec"].family or ():
+        if c.ablation not in list_ablations(nbd):
+            raise ConfigError(f"preset {preset}.yaml: analysis.family entry {c.label!r}: {c.ablation!r} is not an "
+                              f"ablation; choose from: {', '.join(list_ablations(nbd))}")
     for a in pre["ablations"]:
         if a not in list_ablations(nbd):
             raise ConfigError(f"preset {preset}.yaml: ablations.{a} is not an ablation; "
@@ -289,6 +295,11 @@ def expand(ablations: Sequence[str], preset: str, overrides: Sequence[Sequence[s
         reference = grid.get("reference")
         if reference is not None and reference not in grid_variants(grid, where) and reference not in variants:
             raise ConfigError(f"{where}: reference {reference!r} is not a variant; variants: {', '.join(variants)}")
+        for c in pre["analysis_spec"].family or ():
+            missing = [v for v in (c.variant, c.reference) if c.ablation == abl and v not in variants]
+            if missing:
+                raise ConfigError(f"preset {preset}.yaml: analysis.family entry {c.label!r}: {missing[0]!r} is not a "
+                                  f"variant this preset runs in {abl}; variants: {', '.join(variants)}")
         decl = declared[abl]
         opts = {k: _coerce_option(k, v, decl) for k, v in {**pre["options"], **opt_over}.items() if k in decl}
         for vname, vkeys in variants.items():
