@@ -133,3 +133,15 @@ def test_detectable_effect_and_seeds_needed_invert_the_power():
     assert stats.seeds_needed(0.5, sd) < k < stats.seeds_needed(0.5, sd, 0.05 / 100)
     # at large noncentralities scipy's lower tail underflows; the power is still finite and near 1
     assert stats.paired_t_power(2.0, 0.2, 5, 0.0025) == pytest.approx(1.0, abs=1e-6)
+
+
+def test_tost_size_at_the_margin_and_power_at_zero():
+    """On the margin (true mean = delta) TOST calls equivalence at most alpha of the time; at 0, with n = 30 and
+    delta one SD, nearly always (1000 simulated samples each)."""
+    rng = np.random.default_rng(6)
+    delta, n, trials = 1.0, 30, 1000
+    for mean, check in ((delta, lambda r: r <= 0.05 + 3 * math.sqrt(0.05 * 0.95 / trials)),
+                        (-delta, lambda r: r <= 0.05 + 3 * math.sqrt(0.05 * 0.95 / trials)),
+                        (0.0, lambda r: r >= 0.99)):
+        rate = np.mean([stats.tost_p(rng.normal(mean, 1.0, n), delta) < 0.05 for _ in range(trials)])
+        assert check(rate), (mean, rate)
