@@ -332,7 +332,7 @@ def report_markdown(report_dir: str | Path, preset: str, *, relative_to: str | P
     if fig.is_file():
         figure = (fig.relative_to(relative_to) if relative_to is not None else fig).as_posix()
     return findings_markdown(tables, comp, preset, design=read_design(d), figure=figure,
-                             command=reproduce_command(preset), runs=read_csv(d, "runs"),
+                             command=reproduce_command(preset, tables), runs=read_csv(d, "runs"),
                              claims=read_csv(d, "claims"))
 
 
@@ -364,6 +364,8 @@ def readme_block(readme: str | Path, preset: str) -> str | None:
     return m.group(1) if m else None
 
 
-def reproduce_command(preset: str) -> str:
-    """The command line that re-runs a preset's four ablations and rebuilds its report."""
-    return (f"attnrepro run {' '.join(ABLATION_ORDER)} --preset {preset} && attnrepro report --preset {preset}")
+def reproduce_command(preset: str, ablations=None) -> str:
+    """The command line that re-runs a preset's ablations (default: the four of this suite) and rebuilds its
+    report."""
+    names = _ordered(dict.fromkeys(ablations)) if ablations else list(ABLATION_ORDER)
+    return f"attnrepro run {' '.join(names)} --preset {preset} && attnrepro report --preset {preset}"
