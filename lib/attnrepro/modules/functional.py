@@ -473,6 +473,12 @@ def _check_aw(x, weight, attn):
     return B, C_in, C_out, m
 
 
+def _autocast_dtype(x: torch.Tensor) -> torch.dtype | None:
+    """The dtype autocast computes convolutions in on ``x``'s device, or None outside autocast."""
+    dev = x.device.type
+    return torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else None
+
+
 def _map_index(C_out: int, m: int, device) -> torch.Tensor:
     return torch.div(torch.arange(C_out, device=device) * m, C_out, rounding_mode="floor")
 
@@ -483,13 +489,21 @@ def aw_conv2d(x: torch.Tensor, weight: torch.Tensor, attn: torch.Tensor, bias: t
     ``weight[o] * (1 + attn[b, o * m // C_out])``.
 
     Runs as one grouped convolution with the batch folded into the groups: ``x`` viewed as
-    ``(1, B*C_in, H, W)``, the per-sample kernels as ``(B*C_out, C_in, kh, kw)``, ``groups=B``.
+    ``(1, B*C_in, H, W)``, the per-sample kernels as ``(B*C_out, C_in, kh, kw)``, ``groups=B``. Under autocast the
+    kernels are built in the autocast dtype (the dtype the convolution runs in).
 
     Args:
         x: ``(B, C_in, H, W)``; weight: ``(C_out, C_in, kh, kw)``; attn: ``(B, m, C_in, kh, kw)``;
         bias: ``(C_out,)`` or None; stride, padding, dilation: as :func:`torch.nn.functional.conv2d`.
     """
     B, C_in, C_out, m = _check_aw(x, weight, attn)
+    low = _autocast_dtype(x)
+    if low is not None:
+        # under autocast the (B * C_out, C_in, kh, kw) kernels are built in the autocast dtype: an fp32 weight times
+        # a 16-bit (1 + attn) would give them in fp32 (for WRN-28-10 at B = 128 about 15 GB written per forward),
+        # which the grouped conv then casts down anyway
+        weight, attn = weight.to(low), attn.to(low)
+        bias = None if bias is None else bias.to(low)
     if C_out % m == 0:
         # map j serves the C_out // m consecutive output channels j * C_out // m ...: a broadcast, no gather
         w = weight.view(1, m, C_out // m, *weight.shape[1:]) * (1.0 + attn).unsqueeze(2)
