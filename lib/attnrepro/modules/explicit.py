@@ -30,8 +30,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .functional import (_check_kernel, _check_positive_ints, attention_channels, explicit_attention,
-                         explicit_attention_map)
+from .functional import (_check_kernel, _check_positive_ints, adaptive_avg_pool2d, attention_channels,
+                         explicit_attention, explicit_attention_map)
 
 __all__ = ["ExpAttConv2d"]
 
@@ -49,7 +49,7 @@ def attention_input(x: torch.Tensor, kernel_size: int, stride: int) -> torch.Ten
         return x
     if stride > 1 and H % stride == 0 and W % stride == 0 and size == (H // stride, W // stride):
         return F.avg_pool2d(x, stride, stride)
-    return F.adaptive_avg_pool2d(x, size)
+    return adaptive_avg_pool2d(x, size)
 
 
 def _check_conv_args(in_channels, out_channels, kernel_size, stride):

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 __all__ = [
     "KERNELS", "explicit_attention", "explicit_attention_map", "explicit_attention_reference",
     "relative_logits", "relative_logits_reference", "rel_to_abs", "aa_attention", "aa_attention_reference",
-    "aw_conv2d", "aw_conv2d_reference", "attention_channels",
+    "aw_conv2d", "aw_conv2d_reference", "attention_channels", "adaptive_avg_pool2d", "adaptive_avg_pool2d_matmul",
 ]
 
 KERNELS = ("gaussian", "laplacian", "cauchy", "uniform")
@@ -455,6 +455,38 @@ def aa_attention_reference(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, re
         rel = relative_logits_reference if brute_force else relative_logits
         logits = logits + rel(q, rel_h, rel_w, H, W)
     return torch.softmax(logits, dim=-1) @ v
+
+
+# ---------------------------------------------------------------------------------------------- pooling
+def _pool_matrix(n: int, k: int, device, dtype) -> torch.Tensor:
+    """``(k, n)``: row ``i`` averages the inputs ``[floor(i n / k), ceil((i + 1) n / k))``, the bins of
+    ``adaptive_avg_pool``."""
+    i = torch.arange(k, device=device)
+    start = torch.div(i * n, k, rounding_mode="floor")
+    end = torch.div((i + 1) * n + k - 1, k, rounding_mode="floor")
+    j = torch.arange(n, device=device)
+    inside = (j[None, :] >= start[:, None]) & (j[None, :] < end[:, None])
+    return inside.to(dtype) / (end - start).to(dtype)[:, None]
+
+
+def adaptive_avg_pool2d_matmul(x: torch.Tensor, size: int | tuple[int, int]) -> torch.Tensor:
+    """``F.adaptive_avg_pool2d(x, size)`` as two matrix products, ``P_h x P_w^T``: the same bins and the same
+    values (up to the order of the sums), and a backward that is deterministic on CUDA, where
+    ``adaptive_avg_pool2d``'s is not (``torch.use_deterministic_algorithms`` makes it raise)."""
+    kh, kw = (size, size) if isinstance(size, int) else size
+    H, W = x.shape[-2:]
+    ph = _pool_matrix(H, kh, x.device, x.dtype)
+    pw = _pool_matrix(W, kw, x.device, x.dtype)
+    return ph @ x @ pw.transpose(0, 1)
+
+
+def adaptive_avg_pool2d(x: torch.Tensor, size: int | tuple[int, int]) -> torch.Tensor:
+    """``F.adaptive_avg_pool2d``, except on CUDA under ``torch.use_deterministic_algorithms(True)`` (the
+    ``deterministic`` run key), where it is :func:`adaptive_avg_pool2d_matmul`. Everywhere else the plain op, so
+    CPU numerics do not change."""
+    if x.is_cuda and torch.are_deterministic_algorithms_enabled():
+        return adaptive_avg_pool2d_matmul(x, size)
+    return F.adaptive_avg_pool2d(x, size)
 
 
 # ---------------------------------------------------------------------------------------------- AW convolution
