@@ -3,35 +3,11 @@ the end); a crash and a resume (every rank reports the same epochs); every atten
 (no parameter goes unused: DDP stalls at the second step on one)."""
 import json
 import os
-import socket
-import subprocess
-import sys
-import textwrap
-from pathlib import Path
 
 import pytest
 
 from attnrepro.train.checkpoint import read_jsonl
-
-HELPERS = Path(__file__).parent
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def torchrun(tmp_path: Path, body: str, *args: str, nproc: int = 2, timeout: int = 300) -> subprocess.CompletedProcess:
-    """Run ``body`` (a Python script; ``HELPERS`` on its path) on ``nproc`` gloo ranks; its argv are ``args``."""
-    script = tmp_path / f"ddp_{abs(hash(body))}.py"
-    script.write_text(f"import sys, torch\ntorch.set_num_threads(1)\nsys.path.insert(0, {str(HELPERS)!r})\n"
-                      + textwrap.dedent(body))
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc), "--master_addr",
-           "127.0.0.1", "--master_port", str(free_port()), str(script), *args]
-    env = {**os.environ, "ATTNREPRO_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
-
+from ddp_helpers import torchrun
 
 @pytest.mark.slow
 def test_two_cpu_ranks(tmp_path):
