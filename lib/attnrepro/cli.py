@@ -1,4 +1,4 @@
-"""``attnrepro`` command line: train | run | list | report | bench | tables | findings | config.
+"""``attnrepro`` command line: train | run | list | report | bench | tables | findings | config | gpu-check.
 
 Each command lives in its own module, which exposes ``configure(parser)`` (adds its arguments) and
 ``run(args) -> int`` (does the work); a module that serves several commands names them ``configure_<command>`` and
@@ -28,6 +28,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "tables": ("attnrepro.analysis.cli", "the papers' params/GFLOPs rows beside the built models; reports/tables/"),
     "findings": ("attnrepro.analysis.cli", "what a preset's report found, by the findings rule; --readme updates README"),
     "config": ("attnrepro.cli", "print every run-config key with its type, default and choices"),
+    "gpu-check": ("attnrepro.gpu_check", "what this machine's GPU does with the suite; reports/gpu-check/ (make gpu-check)"),
 }
 
 
