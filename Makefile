@@ -9,20 +9,21 @@ ABLATIONS ?= kernel radius_init placement baseline
 FMNIST_DIR := /usr/share/datasets/fashion-mnist
 PYTEST_ARGS ?=
 
-.PHONY: help venv data demo test test-fast bench tables report clean-runs
+.PHONY: help venv data demo test test-fast bench tables report clean-runs gpu-check
 
 help:
 	@echo "make demo   - venv + install + data + run the '$(PRESET)' pipeline + build its report"
 	@echo "make test   - venv + install + the test suite"
 	@echo "make bench  - attention cost benchmarks into reports/bench/"
 	@echo "make tables - the papers' params/GFLOPs rows beside the built models, into reports/tables/"
+	@echo "make gpu-check - on a GPU machine, with its own python and torch (no venv): reports/gpu-check/ (DRY=1: CPU)"
 
 venv: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[test]'
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[test]'
 	$(BIN)/python -m ipykernel install --sys-prefix --name attnrepro --display-name "attnrepro (.venv)" >/dev/null
 	@touch $@
 
@@ -56,6 +57,10 @@ tables: $(STAMP)
 
 report: $(STAMP)
 	$(BIN)/attnrepro report --preset $(PRESET)
+
+# No venv and no network: the machine's own python (PYTHON=...) and torch, PYTHONPATH=lib.
+gpu-check:
+	PYTHON="$(if $(filter python3.11,$(PYTHON)),python3,$(PYTHON))" bash scripts/gpu_check.sh
 
 clean-runs:
 	rm -rf runs/$(PRESET)

@@ -28,3 +28,15 @@ def make_fashion(d: Path, n_train=40, n_test=20, gz=True, seed=0):
     write_idx(d / "t10k-images-idx3-ubyte", arrays["test_x"], gz)
     write_idx(d / "t10k-labels-idx1-ubyte", arrays["test_y"], gz)
     return arrays
+
+
+def write_identical_imagefolder(root: Path, classes=("a", "b"), n=8, size=(24, 28)) -> None:
+    """An ImageFolder (train/ and val/) whose images are all one image: batches can then differ only by their
+    augmentation."""
+    from PIL import Image
+    arr = np.random.default_rng(1).integers(0, 256, (size[0], size[1], 3), dtype=np.uint8)
+    for split in ("train", "val"):
+        for c in classes:
+            (root / split / c).mkdir(parents=True)
+            for i in range(n):
+                Image.fromarray(arr).save(root / split / c / f"{i}.png")

@@ -95,8 +95,19 @@ def test_every_hashed_key_changes_the_hash_and_no_other_does(key):
         assert changed.hash() != cfg.hash(), key
 
 
-def test_not_hashed_are_only_where_and_how_many():
-    assert _NOT_HASHED == {"data_dir", "num_workers", "device"}
+def test_not_hashed_are_only_where_how_many_and_how_often():
+    assert _NOT_HASHED == {"data_dir", "num_workers", "device", "checkpoint_every"}
+
+
+@pytest.mark.parametrize("key, value", [("deterministic", True), ("sync_bn", True), ("seed_stream", 1)])
+def test_added_keys_leave_the_hash_at_their_default(key, value):
+    """Keys added after run records were published: at their default the hash is the one the records carry; set,
+    they change it (they change what a run computes)."""
+    from attnrepro.config import ADDED_KEYS
+    assert key in ADDED_KEYS
+    cfg = RunConfig()
+    assert key not in cfg.canonical() and key in cfg.replace(**{key: value}).canonical()
+    assert cfg.replace(**{key: value}).hash() != cfg.hash()
 
 
 def test_attention_kinds_combinations_and_key_depth():

@@ -1,4 +1,4 @@
-"""``attnrepro`` command line: train | run | list | report | bench | tables | findings | plan | config.
+"""``attnrepro`` command line: train | run | list | report | bench | tables | findings | plan | config | gpu-check.
 
 Each command lives in its own module, which exposes ``configure(parser)`` (adds its arguments) and
 ``run(args) -> int`` (does the work); a module that serves several commands names them ``configure_<command>`` and
@@ -29,6 +29,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "findings": ("attnrepro.analysis.cli", "what a preset's report found, by the findings rule; --readme updates README"),
     "plan": ("attnrepro.analysis.cli", "seeds a preset needs to detect an effect, from its records' paired SDs"),
     "config": ("attnrepro.cli", "print every run-config key with its type, default and choices"),
+    "gpu-check": ("attnrepro.gpu_check", "what this machine's GPU does with the suite; reports/gpu-check/ (make gpu-check)"),
 }
 
 

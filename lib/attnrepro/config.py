@@ -106,10 +106,19 @@ class RunConfig:
     compile: bool = _f(False, "torch.compile the model")
     cudnn_benchmark: bool = _f(True, "CUDA: cudnn.benchmark autotuning")
     tf32: bool = _f(True, "CUDA: TF32 matmuls and convolutions")
+    deterministic: bool = _f(False, "bit-reproducible GPU runs: torch.use_deterministic_algorithms (an op without a "
+                                    "deterministic kernel raises), cudnn.benchmark off whatever cudnn_benchmark says, "
+                                    "CUBLAS_WORKSPACE_CONFIG=:4096:8; slower (no autotuned convolutions, "
+                                    "deterministic reductions). CPU training is deterministic without it")
+    sync_bn: bool = _f(False, "DDP on CUDA: SyncBatchNorm, batch statistics over all ranks (one all-reduce per BN "
+                              "layer per step); nothing with one process")
     eval_batch_size: int = _f(512, "batch size for evaluation", low=1)
     eval_every: int = _f(1, "evaluate every N epochs and always after the last one (1: every epoch); the epochs in "
                             "between record no val_* values. Training is the same whatever N is", low=1)
-    checkpoint: bool = _f(True, "write a checkpoint every epoch (atomic) and resume from it")
+    checkpoint: bool = _f(True, "write a checkpoint (atomic, fsync'd) and resume from it")
+    checkpoint_every: int = _f(1, "with checkpoint: write it every N epochs and after the last; a resume re-runs "
+                                  "the epochs since the last one (the same numbers: the order of each epoch is a "
+                                  "function of (seed, epoch)). Changes no result", low=1)
     max_steps: int = _f(0, "stop each epoch after N steps (0: full epochs); for smoke tests and benchmarks", low=0)
 
     # ------------------------------------------------------------------ construction
@@ -139,7 +148,8 @@ class RunConfig:
         Two configs that train the same model the same way get the same dict, so the pipeline trains them once
         (e.g. ``placement/all`` and ``kernel/gaussian``, or ``placement/none`` and ``baseline/none``):
 
-        - ``data_dir``, ``num_workers``, ``device`` are left out (where and how, not what);
+        - ``data_dir``, ``num_workers``, ``device``, ``checkpoint_every`` are left out (where, how and how often,
+          not what);
         - an attention key the chosen kind does not take (``kernel`` for ``aa``, every one for ``none``; see
           :data:`attnrepro.modules.factory.ACCEPTED_KWARGS`) is set to its default;
         - ``stages`` is None without attention, and None when it puts every part of the kind exactly where the
@@ -201,9 +211,11 @@ class RunConfig:
             raise ConfigError("dataset='imagefolder' needs data_dir (a folder with train/<class>/ and val/<class>/)")
 
 
-_NOT_HASHED = {"data_dir", "num_workers", "device"}
+#: where and how often, not what: keys that cannot change a run's numbers (``checkpoint_every``: a resume re-runs
+#: the epochs since the last checkpoint, identically)
+_NOT_HASHED = {"data_dir", "num_workers", "device", "checkpoint_every"}
 #: keys added after run records were published: left out of the hash at their default (see RunConfig.canonical)
-ADDED_KEYS = frozenset({"seed_stream"})
+ADDED_KEYS = frozenset({"seed_stream", "deterministic", "sync_bn"})
 #: the distance between two seed streams (a prime far above any seed a preset uses)
 SEED_STREAM_STRIDE = 1_000_003
 

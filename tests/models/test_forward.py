@@ -69,3 +69,17 @@ def test_fashion_mnist_shape_every_kind():
     for kind in KINDS + COMBOS:
         model = build_model("resnet20", 10, in_chans=1, attention=kind, input_size=28)
         forward_backward(model, x)
+
+
+EXPATT_VARIANTS = [dict(kernel=k) for k in ("gaussian", "laplacian", "cauchy", "uniform")] + [
+    dict(kernel="uniform", radius_per_head=True), dict(kernel="cauchy", radius_per_head=True),
+    dict(kernel="laplacian", learn_radius=False)]
+
+
+@pytest.mark.parametrize("kw", EXPATT_VARIANTS, ids=lambda kw: "-".join(f"{v}" for v in kw.values()))
+def test_every_parameter_of_every_expatt_kernel_gets_a_gradient(kw):
+    """DDP fails at its second step on a parameter that gets no gradient ("Expected to have finished reduction in
+    the prior iteration"): the uniform kernel's radius, which it ignores, must not be one."""
+    torch.manual_seed(0)
+    model = build_model("resnet20", 5, attention="expatt", input_size=16, width=0.5, **kw)
+    forward_backward(model, torch.randn(2, 3, 16, 16))

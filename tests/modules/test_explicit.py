@@ -35,12 +35,8 @@ def test_layer_matches_definition_with_grads(kernel, per_head):
     assert torch.allclose(out, ref, atol=1e-10)
     g = torch.randn_like(out)
     params = list(layer.parameters())
-    for a, b in zip(torch.autograd.grad(out, params, g, allow_unused=True),
-                    torch.autograd.grad(ref, params, g, allow_unused=True)):
-        if a is None or b is None:
-            assert kernel == "uniform"
-        else:
-            assert torch.allclose(a, b, atol=1e-9)
+    for a, b in zip(torch.autograd.grad(out, params, g), torch.autograd.grad(ref, params, g)):
+        assert torch.allclose(a, b, atol=1e-9)   # every parameter has a gradient (uniform: no radius parameter)
 
 
 def test_radius_parameterisation():
@@ -54,6 +50,12 @@ def test_radius_parameterisation():
     assert not frozen.log_radius.requires_grad
     assert "log_radius" not in dict(frozen.named_parameters()) and "log_radius" in frozen.state_dict()
     frozen(torch.randn(1, 8, 5, 5)).sum().backward()  # no error, and nothing to learn
+    # uniform ignores the radius: a buffer even when learn_radius is set (an unused parameter stalls DDP)
+    uniform = ExpAttConv2d(8, 32, heads=2, kernel="uniform", radius_init=3.0)
+    assert "log_radius" not in dict(uniform.named_parameters()) and "log_radius" in uniform.state_dict()
+    assert uniform.radius.item() == pytest.approx(3.0)
+    uniform(torch.randn(1, 8, 5, 5)).square().sum().backward()
+    assert all(p.grad is not None for p in uniform.parameters())
     layer(torch.randn(1, 8, 5, 5)).square().sum().backward()
     assert layer.log_radius.grad is not None and layer.log_radius.grad.abs().item() > 0
 

@@ -389,3 +389,44 @@ def test_cuda_paths_match_references():
     x, w = torch.randn(4, 3, 8, 8, device=dev), torch.randn(6, 3, 3, 3, device=dev)
     a = torch.rand(4, 2, 3, 3, 3, device=dev)
     assert torch.allclose(Fn.aw_conv2d(x, w, a, padding=1), Fn.aw_conv2d_reference(x, w, a, padding=1), atol=1e-4)
+
+
+# ---------------------------------------------------------------------------------------------- pooling
+@pytest.mark.parametrize("H,W,size", [(7, 9, 3), (8, 8, 3), (5, 6, (2, 4)), (3, 3, 3), (6, 6, 1), (4, 5, 7)])
+def test_adaptive_avg_pool2d_matmul_matches_the_op(H, W, size):
+    """The deterministic form (two matrix products) has torch's bins: values and gradients agree in float64."""
+    torch.manual_seed(6)
+    x = torch.randn(2, 3, H, W, dtype=D, requires_grad=True)
+    a, b = Fn.adaptive_avg_pool2d_matmul(x, size), F.adaptive_avg_pool2d(x, size)
+    assert a.shape == b.shape and (a - b).abs().max() < 1e-12
+    g = torch.randn_like(a)
+    (ga,), (gb,) = torch.autograd.grad(a, [x], g), torch.autograd.grad(b, [x], g)
+    assert (ga - gb).abs().max() < 1e-12
+
+
+def test_adaptive_avg_pool2d_is_the_plain_op_on_cpu():
+    x = torch.randn(2, 3, 7, 9)
+    torch.use_deterministic_algorithms(True)
+    try:
+        assert torch.equal(Fn.adaptive_avg_pool2d(x, 3), F.adaptive_avg_pool2d(x, 3))   # bit for bit
+    finally:
+        torch.use_deterministic_algorithms(False)
+
+
+@pytest.mark.cuda
+def test_aw_trains_on_cuda_under_deterministic_algorithms():
+    """adaptive_avg_pool2d's CUDA backward raises under torch.use_deterministic_algorithms; AW's pooling then
+    takes the matmul form, with the same result."""
+    from attnrepro.modules import AWConv2d
+    torch.manual_seed(7)
+    layer = AWConv2d(8, 16).cuda()
+    x = torch.randn(4, 8, 9, 9, device="cuda", requires_grad=True)
+    ref = layer(x)
+    (g_ref,) = torch.autograd.grad(ref.square().sum(), [x])
+    torch.use_deterministic_algorithms(True)
+    try:
+        out = layer(x)
+        (g,) = torch.autograd.grad(out.square().sum(), [x])
+    finally:
+        torch.use_deterministic_algorithms(False)
+    assert torch.allclose(out, ref, atol=1e-4) and torch.allclose(g, g_ref, atol=1e-3, rtol=1e-3)

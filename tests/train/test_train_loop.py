@@ -244,3 +244,67 @@ def test_eval_every_skips_evaluations_but_not_training(tmp_path):
             assert rb["val_top1"] == ra["val_top1"] and rb["val_loss"] == ra["val_loss"]
     assert sparse["final"] == every["final"]
     assert sparse["best_val_top1"] == max(r["val_top1"] for r in a[1:])
+
+
+def test_checkpoint_every_then_resume_equals_an_uninterrupted_run(tmp_path):
+    """checkpoint_every 2 over 3 epochs: written after epochs 2 and 3 (the last); a crash in epoch 2 resumes from
+    nothing, one in epoch 3 from epoch 2 (epochs after the checkpoint are cut from metrics.jsonl and run again,
+    identically)."""
+    cfg = dict(TINY, epochs=3, checkpoint_every=2)
+    run_training(cfg, tmp_path / "whole", model_fn=tiny_model_fn, verbose=False)
+    assert load_checkpoint(tmp_path / "whole" / "checkpoint.pt")["epoch"] == 3
+    saved = []
+    for crash_epoch, resumed in ((2, None), (3, 2)):
+        def crash(epoch, step, at=crash_epoch):
+            if epoch == at and step == 1:
+                raise Crash("injected")
+
+        out = tmp_path / f"crash{crash_epoch}"
+        with pytest.raises(Crash):
+            run_training(cfg, out, model_fn=tiny_model_fn, step_hook=crash, verbose=False)
+        assert (out / "checkpoint.pt").exists() == (resumed is not None)
+        assert [r["epoch"] for r in read_jsonl(out / "metrics.jsonl")] == list(range(1, crash_epoch))
+        res = run_training(cfg, out, model_fn=tiny_model_fn, verbose=False)
+        assert res.get("resumed_from_epoch") == resumed and res["epochs_completed"] == 3
+        assert numbers(out) == numbers(tmp_path / "whole")
+        saved.append(load_checkpoint(out / "checkpoint.pt")["epoch"])
+    assert saved == [3, 3]
+
+
+def test_checkpoint_every_is_not_in_the_hash_and_needs_a_positive_count():
+    assert RunConfig.from_dict(TINY).hash() == RunConfig.from_dict(dict(TINY, checkpoint_every=5)).hash()
+    with pytest.raises(ConfigError, match="checkpoint_every=0 .*>= 1"):
+        RunConfig.from_dict(dict(TINY, checkpoint_every=0))
+
+
+def test_deterministic_trains_the_same_numbers_and_restores_the_switches(tmp_path, monkeypatch):
+    """On CPU, training is deterministic with or without the switch (the same numbers); the process-wide switch
+    is on during the run and off again after it (a notebook kernel's next run starts clean)."""
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    seen = []
+
+    def hook(epoch, step):
+        seen.append(torch.are_deterministic_algorithms_enabled())
+
+    assert not torch.are_deterministic_algorithms_enabled()
+    run_training(dict(TINY, deterministic=True), tmp_path / "det", model_fn=tiny_model_fn, step_hook=hook,
+                 verbose=False)
+    assert seen and all(seen) and not torch.are_deterministic_algorithms_enabled()
+    import os
+    assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
+    run_training(TINY, tmp_path / "plain", model_fn=tiny_model_fn, verbose=False)
+    assert numbers(tmp_path / "det") == numbers(tmp_path / "plain")
+
+
+def test_sync_bn_is_refused_on_cpu_under_ddp_before_training(tmp_path, monkeypatch):
+    from attnrepro.train import preflight
+    from attnrepro.train.cuda import convert_sync_bn
+    cfg = RunConfig.from_dict(dict(TINY, sync_bn=True))
+    preflight(cfg)                                   # one process: nothing to synchronise, nothing to refuse
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(ConfigError, match=r"sync_bn=True .*CUDA.*choose sync_bn=false"):
+        preflight(cfg)
+    m = Tiny(3, 10)
+    assert convert_sync_bn(m, True, 1) is m and convert_sync_bn(m, False, 2) is m
+    synced = convert_sync_bn(Tiny(3, 10), True, 2)
+    assert isinstance(synced.bn, nn.SyncBatchNorm) and synced.state_dict().keys() == m.state_dict().keys()

@@ -32,6 +32,13 @@ known without any saved state, and a resumed run sees exactly the batches an uni
 (:func:`random_crop_flip`), then :func:`normalize` with the dataset's mean and std. The training subset
 (``train_subset``) and the held-out validation split (``val_split``) are drawn with a fixed seed, independent of the
 run's ``seed``: every run of a preset trains on the same images, so seeds vary only the initialisation and order.
+
+The ImageFolder loader (a torch DataLoader): the order of each epoch comes from ``(seed, epoch)`` (one process) or
+from a ``DistributedSampler`` seeded by ``seed`` (DDP: the ranks split one permutation); each sample's random crop
+and flip come from its own seed, drawn by a generator seeded by ``(seed, epoch, rank)``
+(:class:`~.batching.SeededSampler`). So the ranks draw different augmentations, the numbers do not depend on
+``num_workers``, and a resumed run sees the batches an uninterrupted one would have seen. (``seed`` is the run's
+``RunConfig.run_seed``.)
 """
 from __future__ import annotations
 
@@ -42,7 +49,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .batching import DataLoaderWrapper, TensorLoader, normalize, random_crop_flip
+from .batching import DataLoaderWrapper, SeededSampler, SeededTransform, TensorLoader, normalize, random_crop_flip
 from .sources import (FASHION_MNIST_DIRS, SYNTHETIC_CLASSES, SYNTHETIC_TRAIN, SYNTHETIC_VAL, DataError,
                       DataNotFoundError, _load_cifar, _load_fashion, _synthetic, default_root, locate, read_idx)
 
@@ -164,7 +171,7 @@ def _load_imagefolder(cfg, root: Path, device: torch.device, rank: int, world_si
         train_tf = v2.Compose([v2.PILToTensor(), v2.Resize(resize, antialias=True), v2.CenterCrop(size)])
     val_tf = v2.Compose([v2.PILToTensor(), v2.Resize(resize, antialias=True), v2.CenterCrop(size)])
     try:
-        train_ds = torchvision.datasets.ImageFolder(str(root / "train"), transform=train_tf)
+        train_ds = torchvision.datasets.ImageFolder(str(root / "train"))   # transformed by SeededTransform
         if cfg.val_split > 0:
             val_ds = torchvision.datasets.ImageFolder(str(root / "train"), transform=val_tf)
         else:
@@ -180,19 +187,25 @@ def _load_imagefolder(cfg, root: Path, device: torch.device, rank: int, world_si
     pin = device.type == "cuda"
     workers = cfg.num_workers
     kw = dict(num_workers=workers, pin_memory=pin, persistent_workers=workers > 0)
+    # the augmentation: each sample's random transform drawn from a seed of a (seed, epoch, rank) generator
+    # (SeededSampler), not from the global RNG, which every rank seeds alike and the workers fork
+    seeded = SeededTransform(train_set, train_tf)
     gen = None
     if world_size > 1:
         from torch.utils.data.distributed import DistributedSampler
-        sampler = DistributedSampler(train_set, num_replicas=world_size, rank=rank, shuffle=True,
-                                     seed=cfg.run_seed, drop_last=True)
+        order = DistributedSampler(train_set, num_replicas=world_size, rank=rank, shuffle=True,
+                                   seed=cfg.run_seed, drop_last=True)
         val_sampler = DistributedSampler(val_set, num_replicas=world_size, rank=rank, shuffle=False)
-        train_loader = torch.utils.data.DataLoader(train_set, batch_size=max(1, cfg.batch_size // world_size),
-                                                   sampler=sampler, drop_last=True, **kw)
+        train_loader = torch.utils.data.DataLoader(seeded, batch_size=max(1, cfg.batch_size // world_size),
+                                                   sampler=SeededSampler(order, seed=cfg.run_seed, rank=rank),
+                                                   drop_last=True, **kw)
         val_loader = torch.utils.data.DataLoader(val_set, batch_size=cfg.eval_batch_size, sampler=val_sampler, **kw)
     else:
         gen = torch.Generator()
-        train_loader = torch.utils.data.DataLoader(train_set, batch_size=cfg.batch_size, shuffle=True,
-                                                   generator=gen, drop_last=len(train_set) >= cfg.batch_size, **kw)
+        order = torch.utils.data.RandomSampler(train_set, generator=gen)
+        train_loader = torch.utils.data.DataLoader(seeded, batch_size=cfg.batch_size,
+                                                   sampler=SeededSampler(order, seed=cfg.run_seed),
+                                                   drop_last=len(train_set) >= cfg.batch_size, **kw)
         val_loader = torch.utils.data.DataLoader(val_set, batch_size=cfg.eval_batch_size, shuffle=False, **kw)
     mean, std = MEAN_STD["imagefolder"]
     common = dict(device=device, mean=mean, std=std, channels_last=cfg.channels_last, seed=cfg.run_seed,

@@ -10,7 +10,7 @@ from typing import Iterator, Sequence
 import torch
 import torch.nn.functional as F
 
-__all__ = ["TensorLoader", "DataLoaderWrapper", "random_crop_flip", "normalize"]
+__all__ = ["TensorLoader", "DataLoaderWrapper", "SeededSampler", "SeededTransform", "random_crop_flip", "normalize"]
 
 
 _PAD = 4
@@ -81,6 +81,60 @@ def _epoch_seed(seed: int, epoch: int) -> int:
 
 def _epoch_generator(seed: int, epoch: int) -> torch.Generator:
     return torch.Generator().manual_seed(_epoch_seed(seed, epoch))
+
+
+def _rank_seed(seed: int, epoch: int, rank: int) -> int:
+    """The seed of rank ``rank``'s augmentation in epoch ``epoch`` (:class:`SeededSampler`): a function of
+    (seed, epoch, rank) only, distinct per rank, so ranks draw different crops and a resume continues each rank's
+    sequence."""
+    return (_epoch_seed(seed, epoch) * 104_729 + rank * 15_485_863 + 0xA06) % (2 ** 63)
+
+
+class SeededSampler(torch.utils.data.Sampler):
+    """Wraps an index sampler so that it yields ``(index, sample_seed)``; a :class:`SeededTransform` dataset
+    draws that sample's random transform from ``sample_seed``.
+
+    Per epoch (:meth:`set_epoch`, forwarded to the wrapped sampler, e.g. a ``DistributedSampler``) the seeds come
+    from one generator seeded by ``(seed, epoch, rank)`` (:func:`_rank_seed`). So the augmentation of every sample
+    is fixed by (seed, epoch, rank, its position in the epoch): it differs between ranks, does not depend on the
+    global RNG, on ``num_workers`` or on which worker loads the sample, and a resumed run draws what an
+    uninterrupted one would have drawn.
+    """
+
+    def __init__(self, sampler, *, seed: int, rank: int = 0):
+        self.sampler, self.seed, self.rank, self.epoch = sampler, seed, rank, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+        if hasattr(self.sampler, "set_epoch"):
+            self.sampler.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+    def __iter__(self):
+        indices = list(self.sampler)
+        g = torch.Generator().manual_seed(_rank_seed(self.seed, self.epoch, self.rank))
+        seeds = torch.randint(0, 2 ** 62, (len(indices),), generator=g).tolist()
+        return iter(zip(indices, seeds))
+
+
+class SeededTransform(torch.utils.data.Dataset):
+    """``dataset`` (items ``(image, label)``) with ``transform`` applied under the torch RNG seeded by the sample's
+    seed: ``ds[(index, sample_seed)]`` (see :class:`SeededSampler`). The caller's RNG state is left as it was."""
+
+    def __init__(self, dataset, transform):
+        self.dataset, self.transform = dataset, transform
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, item):
+        index, sample_seed = item
+        x, y = self.dataset[index]
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(sample_seed)
+            return self.transform(x), y
 
 
 class TensorLoader:
@@ -161,8 +215,9 @@ class TensorLoader:
 class DataLoaderWrapper:
     """A torch DataLoader of ``uint8`` image batches, moved to the device (pinned, non-blocking) and normalised there.
 
-    ``set_epoch`` reseeds the shuffling (and the workers' augmentation seeds) from ``(seed, epoch)``, or forwards
-    to a DistributedSampler.
+    ``set_epoch`` reseeds the shuffling from ``(seed, epoch)`` (``generator``) and forwards the epoch to the
+    sampler (a :class:`SeededSampler`, which seeds the augmentation per (seed, epoch, rank), and the
+    ``DistributedSampler`` it may wrap).
     """
 
     def __init__(self, loader, *, device: torch.device, mean, std, channels_last: bool = False, seed: int = 0,

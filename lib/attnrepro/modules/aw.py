@@ -30,7 +30,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .explicit import _check_conv_args
-from .functional import _check_positive_ints, aw_conv2d
+from .functional import _check_positive_ints, adaptive_avg_pool2d, aw_conv2d
 
 __all__ = ["AWConv2d"]
 
@@ -64,7 +64,7 @@ class AWConv2d(nn.Module):
     def attention(self, x: torch.Tensor) -> torch.Tensor:
         """The per-sample maps ``A``, ``(B, m, C_in, k, k)``, values in (0, 1)."""
         k = self.kernel_size
-        p = F.adaptive_avg_pool2d(x, k)
+        p = adaptive_avg_pool2d(x, k)   # deterministic on CUDA when asked (see the function)
         a = torch.sigmoid(self.pw2(F.relu(self.pw1(p))))
         return a.reshape(x.shape[0], self.maps, self.in_channels, k, k)
 

@@ -30,8 +30,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .functional import (_check_kernel, _check_positive_ints, attention_channels, explicit_attention,
-                         explicit_attention_map)
+from .functional import (_check_kernel, _check_positive_ints, adaptive_avg_pool2d, attention_channels,
+                         explicit_attention, explicit_attention_map)
 
 __all__ = ["ExpAttConv2d"]
 
@@ -49,7 +49,7 @@ def attention_input(x: torch.Tensor, kernel_size: int, stride: int) -> torch.Ten
         return x
     if stride > 1 and H % stride == 0 and W % stride == 0 and size == (H // stride, W // stride):
         return F.avg_pool2d(x, stride, stride)
-    return F.adaptive_avg_pool2d(x, size)
+    return adaptive_avg_pool2d(x, size)
 
 
 def _check_conv_args(in_channels, out_channels, kernel_size, stride):
@@ -74,7 +74,9 @@ class ExpAttConv2d(nn.Module):
         upsilon: ``d_v / F_out``.
         kernel: distance kernel, one of ``gaussian``, ``laplacian``, ``cauchy``, ``uniform``.
         radius_init: initial radius in feature-map pixels (> 0).
-        learn_radius: learn ``s = log r`` (a parameter) or keep it frozen (a buffer).
+        learn_radius: learn ``s = log r`` (a parameter) or keep it frozen (a buffer). The ``uniform`` kernel
+            ignores the radius, so there ``s`` is a buffer whatever ``learn_radius`` says: a parameter that never
+            gets a gradient would stall DDP ("Expected to have finished reduction in the prior iteration").
         radius_per_head: one radius per head instead of one per layer.
     """
 
@@ -96,7 +98,7 @@ class ExpAttConv2d(nn.Module):
         self.proj = nn.Conv2d(self.dv, self.dv, 1)
         n_r = self.heads if radius_per_head else 1
         s = torch.full((n_r,), math.log(radius_init))
-        if learn_radius:
+        if learn_radius and kernel != "uniform":
             self.log_radius = nn.Parameter(s)
         else:
             self.register_buffer("log_radius", s)
@@ -109,14 +111,21 @@ class ExpAttConv2d(nn.Module):
         return self.log_radius.exp()
 
     def _attn_map(self, H: int, W: int, x: torch.Tensor):
-        """Dense map for the non-factorised kernels, cached while ``s`` cannot change under it: no gradient flows
-        to ``s`` (frozen, or grad disabled). The cache is keyed on the *values* of ``s`` (and size, device,
+        """Dense map for the non-factorised kernels, cached on CPU while ``s`` cannot change under it: no gradient
+        flows to ``s`` (frozen, or grad disabled). The cache is keyed on the *values* of ``s`` (and size, device,
         dtype), so any change of the radius -- an optimizer step, ``load_state_dict``, or a write through
-        ``.data`` that bumps no version counter -- rebuilds the map."""
+        ``.data`` that bumps no version counter -- rebuilds the map.
+
+        Off the CPU, and under ``torch.compile``, there is no cache (None: :func:`explicit_attention` builds the
+        map in the forward): reading the radius' values on the host would be a device synchronisation in every
+        forward, and under ``torch.compile`` a graph break (and a recompile per radius). Building the map is a few
+        element-wise ops on ``(HW)^2`` entries, small beside the layer's convolution on a GPU."""
         if self.kernel in ("gaussian", "uniform"):
             return None
         s = self.log_radius
         if s.requires_grad and torch.is_grad_enabled():
+            return None
+        if x.device.type != "cpu" or torch.compiler.is_compiling():
             return None
         key = (H, W, str(x.device), x.dtype, tuple(s.detach().float().cpu().tolist()))
         c = self._map_cache
@@ -160,7 +169,9 @@ class ExpAttConv2d(nn.Module):
         B, _, H, W = y.shape
         v = y[:, y.shape[1] - dv:].reshape(B, self.heads, dv // self.heads, H, W)
         o = explicit_attention(v, self.radius, self.kernel, attn_map=self._attn_map(H, W, v)).reshape(B, dv, H, W)
-        o = o + self.proj.bias.view(1, dv, 1, 1) if fold_proj else self.proj(o)
+        # the bias in the attention's dtype: under autocast an fp32 bias would make ``o``, and so the whole
+        # concatenated output, fp32 (twice the activation memory)
+        o = o + self.proj.bias.to(o.dtype).view(1, dv, 1, 1) if fold_proj else self.proj(o)
         return o if self.conv is None else torch.cat([y[:, :y.shape[1] - dv], o], dim=1)
 
     def _forward_reference(self, x: torch.Tensor) -> torch.Tensor:

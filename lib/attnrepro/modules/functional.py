@@ -26,7 +26,7 @@ import torch.nn.functional as F
 __all__ = [
     "KERNELS", "explicit_attention", "explicit_attention_map", "explicit_attention_reference",
     "relative_logits", "relative_logits_reference", "rel_to_abs", "aa_attention", "aa_attention_reference",
-    "aw_conv2d", "aw_conv2d_reference", "attention_channels",
+    "aw_conv2d", "aw_conv2d_reference", "attention_channels", "adaptive_avg_pool2d", "adaptive_avg_pool2d_matmul",
 ]
 
 KERNELS = ("gaussian", "laplacian", "cauchy", "uniform")
@@ -457,6 +457,38 @@ def aa_attention_reference(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, re
     return torch.softmax(logits, dim=-1) @ v
 
 
+# ---------------------------------------------------------------------------------------------- pooling
+def _pool_matrix(n: int, k: int, device, dtype) -> torch.Tensor:
+    """``(k, n)``: row ``i`` averages the inputs ``[floor(i n / k), ceil((i + 1) n / k))``, the bins of
+    ``adaptive_avg_pool``."""
+    i = torch.arange(k, device=device)
+    start = torch.div(i * n, k, rounding_mode="floor")
+    end = torch.div((i + 1) * n + k - 1, k, rounding_mode="floor")
+    j = torch.arange(n, device=device)
+    inside = (j[None, :] >= start[:, None]) & (j[None, :] < end[:, None])
+    return inside.to(dtype) / (end - start).to(dtype)[:, None]
+
+
+def adaptive_avg_pool2d_matmul(x: torch.Tensor, size: int | tuple[int, int]) -> torch.Tensor:
+    """``F.adaptive_avg_pool2d(x, size)`` as two matrix products, ``P_h x P_w^T``: the same bins and the same
+    values (up to the order of the sums), and a backward that is deterministic on CUDA, where
+    ``adaptive_avg_pool2d``'s is not (``torch.use_deterministic_algorithms`` makes it raise)."""
+    kh, kw = (size, size) if isinstance(size, int) else size
+    H, W = x.shape[-2:]
+    ph = _pool_matrix(H, kh, x.device, x.dtype)
+    pw = _pool_matrix(W, kw, x.device, x.dtype)
+    return ph @ x @ pw.transpose(0, 1)
+
+
+def adaptive_avg_pool2d(x: torch.Tensor, size: int | tuple[int, int]) -> torch.Tensor:
+    """``F.adaptive_avg_pool2d``, except on CUDA under ``torch.use_deterministic_algorithms(True)`` (the
+    ``deterministic`` run key), where it is :func:`adaptive_avg_pool2d_matmul`. Everywhere else the plain op, so
+    CPU numerics do not change."""
+    if x.is_cuda and torch.are_deterministic_algorithms_enabled():
+        return adaptive_avg_pool2d_matmul(x, size)
+    return F.adaptive_avg_pool2d(x, size)
+
+
 # ---------------------------------------------------------------------------------------------- AW convolution
 def _check_aw(x, weight, attn):
     if x.dim() != 4 or weight.dim() != 4 or attn.dim() != 5:
@@ -473,6 +505,12 @@ def _check_aw(x, weight, attn):
     return B, C_in, C_out, m
 
 
+def _autocast_dtype(x: torch.Tensor) -> torch.dtype | None:
+    """The dtype autocast computes convolutions in on ``x``'s device, or None outside autocast."""
+    dev = x.device.type
+    return torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else None
+
+
 def _map_index(C_out: int, m: int, device) -> torch.Tensor:
     return torch.div(torch.arange(C_out, device=device) * m, C_out, rounding_mode="floor")
 
@@ -483,13 +521,21 @@ def aw_conv2d(x: torch.Tensor, weight: torch.Tensor, attn: torch.Tensor, bias: t
     ``weight[o] * (1 + attn[b, o * m // C_out])``.
 
     Runs as one grouped convolution with the batch folded into the groups: ``x`` viewed as
-    ``(1, B*C_in, H, W)``, the per-sample kernels as ``(B*C_out, C_in, kh, kw)``, ``groups=B``.
+    ``(1, B*C_in, H, W)``, the per-sample kernels as ``(B*C_out, C_in, kh, kw)``, ``groups=B``. Under autocast the
+    kernels are built in the autocast dtype (the dtype the convolution runs in).
 
     Args:
         x: ``(B, C_in, H, W)``; weight: ``(C_out, C_in, kh, kw)``; attn: ``(B, m, C_in, kh, kw)``;
         bias: ``(C_out,)`` or None; stride, padding, dilation: as :func:`torch.nn.functional.conv2d`.
     """
     B, C_in, C_out, m = _check_aw(x, weight, attn)
+    low = _autocast_dtype(x)
+    if low is not None:
+        # under autocast the (B * C_out, C_in, kh, kw) kernels are built in the autocast dtype: an fp32 weight times
+        # a 16-bit (1 + attn) would give them in fp32 (for WRN-28-10 at B = 128 about 15 GB written per forward),
+        # which the grouped conv then casts down anyway
+        weight, attn = weight.to(low), attn.to(low)
+        bias = None if bias is None else bias.to(low)
     if C_out % m == 0:
         # map j serves the C_out // m consecutive output channels j * C_out // m ...: a broadcast, no gather
         w = weight.view(1, m, C_out // m, *weight.shape[1:]) * (1.0 + attn).unsqueeze(2)

@@ -3,11 +3,12 @@
 Every check that needs no training happens first (keys, values, the YAML file, the device and AMP mode, the
 dataset's presence, a run folder holding another config); any failure exits with code 2 and one line. A run
 folder that holds this config's checkpoint is resumed; one that holds this config finished is left as it is.
-Under ``torchrun --nproc_per_node N -m attnrepro train ...`` the run is data-parallel (DDP).
+Under ``torchrun --nproc_per_node N -m attnrepro train ...`` the run is data-parallel (DDP); rank 0 alone prints.
 """
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -55,18 +56,25 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
 
 def run(args: argparse.Namespace) -> int:
     from ..data import DataError
+    from .cuda import CUBLAS_WORKSPACE
     from .loop import NonFiniteLoss, preflight, run_training
 
     cfg = config_from_args(args)
+    if cfg.deterministic:   # before anything starts cuBLAS (it reads the variable once)
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_WORKSPACE)
     try:
         preflight(cfg, args.out)
     except DataError as e:
         raise UsageError(str(e)) from e
+    main = int(os.environ.get("RANK", "0")) == 0      # under torchrun: rank 0 alone prints
     try:
         result = run_training(cfg, args.out, progress=args.progress)
     except NonFiniteLoss as e:
-        print(f"attnrepro train: stopped: {e}", file=sys.stderr)
+        if main:
+            print(f"attnrepro train: stopped: {e}", file=sys.stderr)
         return 1
+    if not main:
+        return 0
     f = result.get("final") or {}
     top1 = f.get("val_top1")
     print(f"attnrepro train: {result.get('status')} {result.get('epochs_completed')} epochs in "

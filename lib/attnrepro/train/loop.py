@@ -11,7 +11,7 @@ Run folder (``out_dir``; rank 0 writes):
   epochs_completed, final, best_val_top1, params, macs, images_per_s (median over epochs), peak_mem_mb, radius ...),
   written atomically at the end and whenever the run fails.
 - ``checkpoint.pt``: model, optimizer, GradScaler, step counter, RNG states, epoch; atomic; loads with
-  ``weights_only=True``.
+  ``weights_only=True``; written every ``checkpoint_every`` epochs and after the last.
 
 ``max_steps`` caps both the training steps and the evaluation batches of every epoch (smoke tests, benchmarks);
 the schedule then spans ``epochs * min(batches, max_steps)`` steps.
@@ -30,6 +30,12 @@ Resume semantics (decided here):
   holds no finished epoch (no checkpoint, no metrics line), in which case it is started afresh.
   ``data_dir``, ``num_workers`` and ``device`` are not part of the hash: a run may resume on another machine.
 - ``checkpoint=False``: no checkpoint is written and an interrupted run starts again from epoch 1.
+- ``checkpoint_every N``: a resume starts after the last epoch that wrote one (the epochs after it are run again,
+  identically).
+
+DDP (under ``torchrun``): every rank trains; rank 0 alone writes the run folder and prints; each rank returns the
+same record (the epochs before a resume are read from ``metrics.jsonl`` on every rank). The process group is left
+at the end when :func:`run_training` joined it (:func:`~attnrepro.train.cuda.process_group`).
 
 Failures: any exception writes ``metrics.json`` with status ``failed`` and ``reason`` and is re-raised; a
 non-finite training loss raises :class:`NonFiniteLoss` (reason ``"non-finite loss at epoch E step S"``; S is
@@ -53,8 +59,8 @@ import torch.nn.functional as F
 from ..config import _NOT_HASHED, ConfigError, RunConfig
 from ..errors import UsageError
 from . import checkpoint as ckpt
-from .cuda import (autocast, check_amp, init_distributed, make_scaler, maybe_compile, resolve_device,
-                   setup_backends, unwrap)
+from .cuda import (autocast, backends, check_amp, check_sync_bn, convert_sync_bn, make_scaler, maybe_compile,
+                   process_group, resolve_device, unwrap, world_size)
 from .metrics import env_info, median, peak_memory_mb, reset_peak_memory, topk_correct
 from .schedules import make_schedule
 
@@ -82,13 +88,15 @@ def _as_config(cfg: RunConfig | Mapping[str, Any]) -> RunConfig:
 
 
 def preflight(cfg: RunConfig, out_dir: str | os.PathLike | None = None) -> torch.device:
-    """Every check that needs no model and no data read: device, AMP mode, dataset presence, run-folder conflict.
+    """Every check that needs no model and no data read: device, AMP mode, ``sync_bn`` against the device and the
+    processes, dataset presence, run-folder conflict.
 
     Returns the device. Raises ConfigError / DataNotFoundError / RunDirConflict.
     """
     from ..data import locate
     device = resolve_device(cfg.device, int(os.environ.get("LOCAL_RANK", "0")))
     check_amp(cfg.amp, device)
+    check_sync_bn(cfg.sync_bn, device, world_size())
     locate(cfg)
     if out_dir is not None:
         _folder_state(cfg, Path(out_dir))
@@ -162,13 +170,14 @@ def _radii(model: nn.Module) -> dict[str, list[float]]:
     return {k: [float(x) for x in v] for k, v in r.items()}
 
 
-def _macs(model: nn.Module, shape: tuple[int, ...]) -> int | None:
+def _macs(model: nn.Module, shape: tuple[int, ...], say: bool = True) -> int | None:
     was_training = model.training
     try:
         from ..flops import count_macs
         return int(count_macs(model, input_size=shape))
     except Exception as e:  # counting is a report fact, never a reason to lose a run
-        print(f"attnrepro train: could not count MACs ({type(e).__name__}: {e})", flush=True)
+        if say:
+            print(f"attnrepro train: could not count MACs ({type(e).__name__}: {e})", flush=True)
         return None
     finally:
         model.train(was_training)
@@ -245,8 +254,13 @@ def run_training(cfg: RunConfig | Mapping[str, Any], out_dir: str | os.PathLike,
     """
     t_start = time.perf_counter()
     cfg = _as_config(cfg)
-    out = Path(out_dir)
-    rank, world, _ = init_distributed()
+    with process_group() as (rank, world, _):
+        return _run(cfg, Path(out_dir), rank, world, t_start, progress=progress, model_fn=model_fn,
+                    step_hook=step_hook, verbose=verbose)
+
+
+def _run(cfg: RunConfig, out: Path, rank: int, world: int, t_start: float, *, progress, model_fn, step_hook,
+         verbose: bool) -> dict:
     main = rank == 0
     device = preflight(cfg, None)
     state = _folder_state(cfg, out)
@@ -285,10 +299,16 @@ def run_training(cfg: RunConfig | Mapping[str, Any], out_dir: str | os.PathLike,
 
 def _train(cfg: RunConfig, out: Path, device: torch.device, rank: int, world: int, state: str, run: _Progress,
            *, progress, model_fn: ModelFn, step_hook, verbose: bool) -> dict:
+    with backends(cfg, device):
+        return _train_run(cfg, out, device, rank, world, state, run, progress=progress, model_fn=model_fn,
+                          step_hook=step_hook, verbose=verbose)
+
+
+def _train_run(cfg: RunConfig, out: Path, device: torch.device, rank: int, world: int, state: str, run: _Progress,
+               *, progress, model_fn: ModelFn, step_hook, verbose: bool) -> dict:
     from ..data import load
     main = rank == 0
     record = run.record
-    setup_backends(cfg, device)
     if main:
         ckpt.atomic_write_json(out / CONFIG, {**cfg.to_dict(), "config_hash": cfg.hash()})
 
@@ -302,7 +322,8 @@ def _train(cfg: RunConfig, out: Path, device: torch.device, rank: int, world: in
     np.random.seed(cfg.run_seed % 2 ** 32)
     model = model_fn(cfg, data.num_classes, data.in_chans, data.input_size)
     record["params"] = int(sum(p.numel() for p in model.parameters()))
-    record["macs"] = _macs(model, (1, data.in_chans, data.input_size, data.input_size))
+    record["macs"] = _macs(model, (1, data.in_chans, data.input_size, data.input_size), say=main)
+    model = convert_sync_bn(model, cfg.sync_bn, world)
     model.to(device)
     if cfg.channels_last:
         model.to(memory_format=torch.channels_last)
@@ -333,6 +354,8 @@ def _train(cfg: RunConfig, out: Path, device: torch.device, rank: int, world: in
             print(f"attnrepro train: resuming {out} after epoch {start_epoch}", flush=True)
     if main:
         run.history = ckpt.truncate_jsonl(out / METRICS_JSONL, start_epoch)
+    else:   # the same history as rank 0 (whose truncation, atomic, keeps these same lines)
+        run.history = [r for r in ckpt.read_jsonl(out / METRICS_JSONL) if int(r.get("epoch", 0)) <= start_epoch]
     run.model = model
 
     fwd = model
@@ -358,7 +381,7 @@ def _train(cfg: RunConfig, out: Path, device: torch.device, rank: int, world: in
         run.history.append(row)
         if main:
             ckpt.append_jsonl(out / METRICS_JSONL, row)
-            if cfg.checkpoint:
+            if cfg.checkpoint and (epoch % cfg.checkpoint_every == 0 or epoch == cfg.epochs):
                 ckpt.save_checkpoint(out / CHECKPOINT, {
                     "epoch": epoch, "config_hash": cfg.hash(), "model": unwrap(model).state_dict(),
                     "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict() if scaler else None,
