@@ -268,3 +268,15 @@ def test_package_claims_all_evaluate(runs):
     r = empty.loc["expatt_fewer_params_than_aa"]
     assert r.value == pytest.approx(rel) and r.status == ("consistent" if abs(rel + 6.4) <= 1.0 else "inconsistent")
     assert empty.loc["expatt_fewer_macs_than_aa", "status"] in ("consistent", "inconsistent")
+
+
+def test_plain_controls_beside_the_reference_do_not_make_the_package_claims_ambiguous():
+    """A preset may add plain-net variants (controls) to the baseline ablation; the package's claims against the
+    plain net name the ablation's reference, so they still match one variant each."""
+    runs = pd.concat([baseline(), frame(run_rows("baseline", "ctrl-aa", BASE + NOISE, config={"attention": "none",
+                                                                                             "seed_stream": 1}),
+                                        run_rows("baseline", "ctrl-narrow", BASE - 1 + NOISE,
+                                                 config={"attention": "none", "width": 0.375}))],
+                     ignore_index=True)
+    ev = evaluate_claims(runs, spec=SPEC).set_index("id")
+    assert ev.loc["expatt_over_resnet", "reference"] == "none" and ev.loc["aa_over_resnet50", "reference"] == "none"
