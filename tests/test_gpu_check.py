@@ -48,7 +48,7 @@ def test_a_failing_step_is_recorded_and_the_others_run(tmp_path, monkeypatch):
     def boom(ctx):
         raise RuntimeError("injected")
     monkeypatch.setitem(gpu_check.STEPS, "layers", boom)
-    monkeypatch.setattr(gpu_check, "OPTIONAL", gpu_check.OPTIONAL + ("no_such_package_here",))
+    monkeypatch.setattr(gpu_check.steps, "OPTIONAL", gpu_check.OPTIONAL + ("no_such_package_here",))
     res = gpu_check.check(tmp_path, dry=True, only=["layers", "environment"], say=lambda s: None)
     assert res["steps"]["layers"]["status"] == "failed" and "injected" in res["steps"]["layers"]["reason"]
     env = res["steps"]["environment"]

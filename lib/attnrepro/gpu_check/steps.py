@@ -1,119 +1,27 @@
-"""``make gpu-check`` (``scripts/gpu_check.sh``, ``attnrepro gpu-check``): what a GPU machine does with this suite,
-in one command of a few minutes, with the machine's own Python and torch (no venv, no network; ``PYTHONPATH=lib``).
-
-Steps, in order (each one's result, or its failure or the reason it was skipped, goes into one JSON file, and a
-line of it into a short text summary; a failing step does not stop the others):
-
-- ``environment``: Python, torch, torchvision, CUDA, cuDNN, the GPU, and which optional packages are there (what
-  is missing, fvcore or papermill say, is named, and what needs it is skipped or done without it);
-- ``sdpa``: the scaled-dot-product-attention kernel AA actually gets at its real shapes (every distinct AA layer of
-  WRN-28-10 at the ``cifar100`` preset's batch), in bf16 autocast and in fp32: the backend torch selects
-  (``torch._fused_sdp_choice``), the attention ops that ran (profiler), head sizes, ms per forward + backward and
-  peak memory;
-- ``layers``: every layer kind (ExpAtt with each kernel, AA, AW, SE, CBAM) on CUDA against the CPU in fp32 (TF32
-  off), and bf16 autocast against fp32 on CUDA: output dtype, largest relative errors of outputs and gradients;
-- ``wrn``: WRN-28-10 with each kind at the ``cifar100`` preset's batch, bf16 + channels_last: step time, train
-  peak memory, eval peak at the preset's ``eval_batch_size`` (an out-of-memory is caught and reported), and the
-  hours the preset would take per run at that speed;
-- ``cuda_tests``: the suite's CUDA-marked tests (pytest; skipped when pytest is missing);
-- ``compile_train``: 20 steps of ``attnrepro train`` on synthetic data with bf16, channels_last and
-  ``compile`` for a few kinds, with torch's logs of graph breaks and recompiles counted;
-- ``determinism``: two runs with ``deterministic`` (fresh processes) give the same numbers and weights; a third
-  without it gives the cost.
-
-``--dry-run`` (``DRY=1``) runs every step on the CPU at tiny sizes (a smoke test of this module: the test suite runs
-it, so that the check cannot rot); its numbers mean nothing.
-"""
+"""The steps of the GPU check (:mod:`attnrepro.gpu_check` lists them): each takes the :class:`~.context.Ctx` and
+returns its result as a dict."""
 from __future__ import annotations
 
-import argparse
 import contextlib
-import hashlib
 import importlib.metadata
 import importlib.util
 import json
-import os
 import platform
 import re
 import subprocess
 import sys
 import tempfile
 import time
-import traceback
 from pathlib import Path
 from typing import Any, Callable
 
-__all__ = ["STEPS", "OPTIONAL", "main", "configure", "run", "check", "summary_lines"]
+from .context import (CIFAR100_TEST, CIFAR100_TRAIN, COMPILE_KINDS, DETERMINISM_KINDS, OPTIONAL, ROOT, WRN_KINDS,
+                      Ctx)
 
-ROOT = Path(__file__).resolve().parents[2]
-#: packages the suite uses beyond torch: missing ones are reported, and what needs them is skipped
-OPTIONAL = ("fvcore", "papermill", "nbformat", "pytest", "tqdm", "pandas", "scipy", "matplotlib", "seaborn",
-            "yaml", "filelock", "numpy")
-#: CIFAR-100's split sizes (for the projected hours of the cifar100 preset)
-CIFAR100_TRAIN, CIFAR100_TEST = 50_000, 10_000
-#: the kinds timed on WRN-28-10 (every single kind and the AW paper's combinations)
-WRN_KINDS = ("none", "expatt", "aa", "aw", "se", "cbam", "aw+se", "aw+cbam")
-#: the kinds of the compiled 20-step runs (name -> extra -p keys)
-COMPILE_KINDS = {"expatt-laplacian": {"attention": "expatt", "kernel": "laplacian"}, "aa": {"attention": "aa"},
-                 "aw+se": {"attention": "aw+se"}}
-DETERMINISM_KINDS = {"none": {}, "expatt-cauchy": {"attention": "expatt", "kernel": "cauchy"},
-                     "aa": {"attention": "aa"}, "aw": {"attention": "aw"}}
+__all__ = ["step_environment", "step_sdpa", "step_layers", "step_wrn", "step_cuda_tests", "step_compile_train",
+           "step_determinism"]
 
 
-# ---------------------------------------------------------------------------------------------------- context
-class Ctx:
-    """The device and the sizes of one check (``dry``: CPU, tiny)."""
-
-    def __init__(self, dry: bool, out: Path):
-        import torch
-        self.dry, self.out = dry, out
-        self.device = torch.device("cpu" if dry or not torch.cuda.is_available() else "cuda")
-        preset = _cifar100_preset()
-        self.preset = preset
-        self.model = "resnet20" if dry else preset["model"]
-        self.width = 0.25 if dry else float(preset.get("width", 1.0))
-        self.batch = 4 if dry else int(preset["batch_size"])
-        self.eval_batch = 8 if dry else int(preset["eval_batch_size"])
-        self.warmup, self.repeats = (1, 2) if dry else (3, 10)
-        self.steps = 2 if dry else 20
-
-    def sync(self) -> None:
-        import torch
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-
-    def reset_peak(self) -> None:
-        import torch
-        if self.device.type == "cuda":
-            torch.cuda.empty_cache()
-            torch.cuda.reset_peak_memory_stats(self.device)
-
-    def peak_gib(self, base: int = 0) -> float | None:
-        import torch
-        if self.device.type != "cuda":
-            return None
-        return (torch.cuda.max_memory_allocated(self.device) - base) / 2 ** 30
-
-    def env(self) -> dict[str, str]:
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "lib"), os.environ.get("PYTHONPATH", "")]),
-               "ATTNREPRO_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
-        if self.dry:
-            env.update(CUDA_VISIBLE_DEVICES="", ATTNREPRO_COMPILE_BACKEND="eager", OMP_NUM_THREADS="1")
-        return env
-
-    def device_key(self) -> str:
-        return "cpu" if self.device.type == "cpu" else "cuda"
-
-
-def _cifar100_preset() -> dict:
-    """The ``cifar100`` preset's base, with RunConfig's defaults for what it does not set."""
-    from .config import RunConfig
-    path = ROOT / "notebooks" / "presets" / "cifar100.yaml"
-    base: dict = {}
-    if path.is_file():
-        import yaml
-        base = (yaml.safe_load(path.read_text()) or {}).get("base", {})
-    return RunConfig.from_dict(base).to_dict()
 
 
 def _skip(reason: str) -> dict:
@@ -134,7 +42,6 @@ def _timed(ctx: Ctx, fn: Callable[[], Any]) -> float:
     return sorted(times)[len(times) // 2]
 
 
-# ---------------------------------------------------------------------------------------------------- steps
 def step_environment(ctx: Ctx) -> dict:
     import torch
     import torchvision
@@ -158,7 +65,7 @@ def step_environment(ctx: Ctx) -> dict:
         except importlib.metadata.PackageNotFoundError:
             have[name] = "?"
     out.update(packages=have, missing=missing, status="ok")
-    from .train.metrics import git_commit
+    from ..train.metrics import git_commit
     out["git_commit"], out["git_dirty"] = git_commit()
     return out
 
@@ -166,8 +73,8 @@ def step_environment(ctx: Ctx) -> dict:
 def _aa_shapes(ctx: Ctx) -> list[dict]:
     """The distinct AA layers of the model (in, out, stride, input side), found by a forward of 2 images."""
     import torch
-    from .models import build_model
-    from .modules import AAConv2d
+    from ..models import build_model
+    from ..modules import AAConv2d
     model = build_model(ctx.model, 100, attention="aa", width=ctx.width, input_size=32)
     seen: dict[tuple, dict] = {}
 
@@ -217,7 +124,7 @@ def step_sdpa(ctx: Ctx) -> dict:
     import torch
     from torch.profiler import ProfilerActivity, profile
 
-    from .train.cuda import autocast
+    from ..train.cuda import autocast
     rows = []
     for entry in _aa_shapes(ctx):
         layer = entry["layer"].to(ctx.device)
@@ -248,8 +155,8 @@ def step_sdpa(ctx: Ctx) -> dict:
 
 
 def _layer_cases():
-    from .modules import AAConv2d, AWConv2d, CBAM, ExpAttConv2d, SqueezeExcite
-    from .modules.functional import KERNELS
+    from ..modules import AAConv2d, AWConv2d, CBAM, ExpAttConv2d, SqueezeExcite
+    from ..modules.functional import KERNELS
     cases = {f"expatt-{k}": (lambda k=k: ExpAttConv2d(32, 64, heads=4, upsilon=0.25, kernel=k), 32) for k in KERNELS}
     cases["expatt-per-head"] = (lambda: ExpAttConv2d(32, 64, heads=4, upsilon=0.25, radius_per_head=True), 32)
     cases["aa"] = (lambda: AAConv2d(32, 64, heads=4, max_size=16), 32)
@@ -312,8 +219,8 @@ def step_wrn(ctx: Ctx) -> dict:
     import torch
     import torch.nn as nn
 
-    from .models import build_model
-    from .train.cuda import autocast
+    from ..models import build_model
+    from ..train.cuda import autocast
     rows = []
     p = ctx.preset
     steps_per_epoch = CIFAR100_TRAIN // int(p["batch_size"])
@@ -480,114 +387,3 @@ def step_determinism(ctx: Ctx) -> dict:
             differ.append(name)
     return {"status": "failed" if differ else "ok", "rows": rows,
             **({"reason": f"two deterministic runs differ: {', '.join(differ)}"} if differ else {})}
-
-
-STEPS: dict[str, Callable[[Ctx], dict]] = {
-    "environment": step_environment, "sdpa": step_sdpa, "layers": step_layers, "wrn": step_wrn,
-    "cuda_tests": step_cuda_tests, "compile_train": step_compile_train, "determinism": step_determinism}
-
-
-# ---------------------------------------------------------------------------------------------------- driver
-def check(out: Path, *, dry: bool = False, only: list[str] | None = None, say=print) -> dict:
-    """Run the steps (all, or ``only``) and write ``out/gpu_check.json`` and ``out/gpu_check.txt`` (also after each
-    step, so a check that is killed leaves what it did). Returns the JSON's content."""
-    import torch
-    out.mkdir(parents=True, exist_ok=True)
-    result: dict[str, Any] = {"started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "dry_run": dry, "steps": {}}
-    if not dry and not torch.cuda.is_available():
-        say("gpu-check: no CUDA GPU here; the steps that need one are skipped (DRY=1 runs them on the CPU)")
-    ctx = Ctx(dry, out)
-    for name in only or list(STEPS):
-        t0 = time.perf_counter()
-        if name != "environment" and ctx.device.type != "cuda" and not dry:
-            res = _skip("no CUDA GPU (torch.cuda.is_available() is False)")
-        else:
-            try:
-                res = STEPS[name](ctx)
-            except Exception as e:  # noqa: BLE001 - one step's failure is a result, the others still run
-                res = {"status": "failed", "reason": f"{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}",
-                       "traceback": traceback.format_exc()[-4000:]}
-        res["seconds"] = round(time.perf_counter() - t0, 1)
-        result["steps"][name] = res
-        _write(out, result)
-        say(summary_lines({"steps": {name: res}})[0])
-    result["seconds"] = round(sum(s["seconds"] for s in result["steps"].values()), 1)
-    _write(out, result)
-    return result
-
-
-def _write(out: Path, result: dict) -> None:
-    from ._io import atomic_write_text
-    atomic_write_text(out / "gpu_check.json", json.dumps(result, indent=1, default=str) + "\n")
-    atomic_write_text(out / "gpu_check.txt", "\n".join(summary_lines(result)) + "\n")
-
-
-def _gib(x) -> str:
-    return "n/a" if x is None else f"{x:.2f} GiB"
-
-
-def summary_lines(result: dict) -> list[str]:
-    """The short text summary: one line per step, and a few lines of what matters in it."""
-    lines = []
-    for name, s in result["steps"].items():
-        head = f"[{s['status']}] {name}" + (f": {s['reason']}" if s.get("reason") else "") + \
-               (f" ({s['seconds']} s)" if "seconds" in s else "")
-        lines.append(head)
-        if s["status"] == "skipped":
-            continue
-        if name == "environment":
-            lines.append(f"    python {s.get('python')}, torch {s.get('torch')}, torchvision {s.get('torchvision')}, "
-                         f"cuda {s.get('cuda')}, {s.get('gpu', s.get('device'))}"
-                         + (f"; missing (skipped where needed): {', '.join(s['missing'])}" if s.get("missing") else ""))
-        elif name == "sdpa":
-            for r in s.get("rows", []):
-                lines.append(f"    AA {r['layer']} {r['input']} {r['amp']}: head {r['dkh']}/{r['dvh']} -> "
-                             f"{r['sdpa_head_size']}, selected {r['selected']}, ran {', '.join(r['ops_ran']) or '-'}; "
-                             f"{r['ms_fwd_bwd']} ms, {_gib(r['peak_gib'])}")
-        elif name == "layers":
-            for r in s.get("rows", []):
-                d, b = r["device_vs_cpu_fp32"], r["bf16_vs_fp32"]
-                lines.append(f"    {r['layer']}: device vs cpu {max(d.values()):.1e}, bf16 vs fp32 {b['out']:.1e} "
-                             f"(grad {b['grad']:.1e}), {r['bf16_output_dtype']}{'' if r['ok'] else '  <- OUT'}")
-        elif name == "wrn":
-            for r in s.get("rows", []):
-                err = r.get("train_error") or r.get("eval_error")
-                lines.append(f"    {s.get('model')} {r['kind']}: " + (err if err else
-                             f"{1000 * r['step_s']:.1f} ms/step at B={r['batch']}, train {_gib(r.get('train_peak_gib'))}, "
-                             f"eval {_gib(r.get('eval_peak_gib'))} at B={r['eval_batch']}, "
-                             f"{r.get('projected_hours_per_run', 0):.1f} h per run of the preset"))
-        elif name == "cuda_tests":
-            lines.append(f"    {s.get('summary')}")
-        elif name == "compile_train":
-            for r in s.get("rows", []):
-                lines.append(f"    {r['kind']}: rc {r['returncode']}, {r['graph_breaks']} graph breaks, "
-                             f"{r['recompiles']} recompiles, {r['seconds']} s")
-        elif name == "determinism":
-            for r in s.get("rows", []):
-                lines.append(f"    {r['kind']}: {'identical' if r['identical'] else 'DIFFER'}; "
-                             f"{r['seconds_deterministic']} s deterministic vs {r['seconds_default']} s default")
-    return lines
-
-
-def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", default=str(ROOT / "reports" / "gpu-check"), metavar="DIR",
-                        help="where gpu_check.json and gpu_check.txt go (default: reports/gpu-check/)")
-    parser.add_argument("--dry-run", action="store_true", help="every step on the CPU at tiny sizes (a smoke test)")
-    parser.add_argument("--only", nargs="+", choices=list(STEPS), metavar="STEP",
-                        help=f"run only these steps: {', '.join(STEPS)}")
-
-
-def run(args: argparse.Namespace) -> int:
-    result = check(Path(args.out), dry=args.dry_run, only=args.only)
-    print(f"gpu-check: {Path(args.out) / 'gpu_check.json'} and gpu_check.txt ({result['seconds']} s)")
-    return 1 if any(s["status"] == "failed" for s in result["steps"].values()) else 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="attnrepro gpu-check", description=__doc__.splitlines()[0])
-    configure(parser)
-    return run(parser.parse_args(argv))
-
-
-if __name__ == "__main__":
-    sys.exit(main())
