@@ -123,7 +123,8 @@ class Report:
     def _counts(self) -> dict[str, int]:
         s = self.runs["status"] if len(self.runs) else pd.Series(dtype=str)
         return {"found": len(self.runs), "finished": int((s == "finished").sum()), "failed": int((s == "failed").sum()),
-                "incomplete": int((s == "incomplete").sum()), "missing": len(self.missing)}
+                "incomplete": int((s == "incomplete").sum()), "missing": len(self.missing),
+                **({"corrupt": int((s == "corrupt").sum())} if (s == "corrupt").any() else {})}
 
     def problem_runs(self) -> pd.DataFrame:
         """Failed, incomplete and missing runs with their reasons."""
@@ -208,8 +209,9 @@ def preset_spec(preset: str, grids_dir: str | Path | None = None) -> AnalysisSpe
     from ..errors import UsageError
     from ..pipeline.grids import load_preset, notebooks_dir
 
+    from ..pipeline.grids import base_preset
     try:
-        return load_preset(notebooks_dir(grids_dir), preset)["analysis_spec"]
+        return load_preset(notebooks_dir(grids_dir), base_preset(preset))["analysis_spec"]
     except UsageError:
         return AnalysisSpec()
 
@@ -217,15 +219,16 @@ def preset_spec(preset: str, grids_dir: str | Path | None = None) -> AnalysisSpe
 def expected_runs(preset: str, ablations: Iterable[str], grids_dir: str | Path | None = None
                   ) -> pd.DataFrame | None:
     """``preset, ablation, variant, seed`` of the runs the grids and the preset call for, from
-    :func:`attnrepro.pipeline.expand` (without CLI overrides); None when that cannot be worked out (an unknown
-    preset or ablation, a grid that does not validate, no pipeline)."""
+    :func:`attnrepro.pipeline.expand` (without CLI overrides: a ``<preset>+<key>=<value>`` folder expects what its
+    preset does); None when that cannot be worked out (an unknown preset or ablation, a grid that does not
+    validate, no pipeline)."""
     try:
         from .. import pipeline
 
-        runs = pipeline.expand(list(ablations), preset, nb_dir=grids_dir)
+        runs = pipeline.expand(list(ablations), pipeline.base_preset(preset), nb_dir=grids_dir)
     except Exception:  # noqa: BLE001 - the report then infers what is expected from the runs found
         return None
-    return pd.DataFrame([{"preset": r.preset, "ablation": r.ablation, "variant": r.variant, "seed": int(r.seed)}
+    return pd.DataFrame([{"preset": preset, "ablation": r.ablation, "variant": r.variant, "seed": int(r.seed)}
                          for r in runs], columns=["preset", "ablation", "variant", "seed"])
 
 

@@ -32,6 +32,8 @@ from typing import Any, Mapping
 
 import pandas as pd
 
+from ..records import config_disagreement
+
 from .stats import TInterval, t_interval
 
 __all__ = [
@@ -44,7 +46,7 @@ __all__ = [
 RUN_FILES = ("variant.json", "config.json", "metrics.json", "metrics.jsonl")
 
 
-STATUSES = ("finished", "failed", "incomplete", "missing")
+STATUSES = ("finished", "failed", "incomplete", "missing", "corrupt")
 
 
 _FOLDER_RE = re.compile(r"^(?P<variant>.+)-s(?P<seed>\d+)$")
@@ -163,6 +165,8 @@ def load_runs(runs_dir: str | Path, preset: str | None = None, *, grids_dir: str
                 status = "failed"
             if status == "failed" and not reason:
                 reason = "failed (no reason recorded)"
+            if (bad := config_disagreement(d, met)) is not None:
+                status, reason = "corrupt", bad
             cfg = cfg or dict(met.get("config") or {})
         else:
             met = {}
@@ -288,20 +292,27 @@ def missing_runs(runs: pd.DataFrame, expected: pd.DataFrame | None = None) -> pd
         expected: optional frame ``preset, ablation, variant, seed`` of the runs the grids call for (the pipeline's
             expansion); only ablations with at least one run folder are checked against it.
 
-    Without ``expected``, or on top of it: every variant of an ablation is expected with every seed any variant of
-    that ablation has.
+    An ablation that ``expected`` covers expects exactly those runs: seeds run beyond the preset's (``attnrepro run
+    --seeds``) are used where they are, and expected of no other variant. An ablation it does not cover (or no
+    ``expected``) expects every variant with every seed any variant of that ablation has.
     """
     cols = ["preset", "ablation", "variant", "seed", "status", "reason"]
     rows: dict[tuple, dict] = {}
     if len(runs):
         have = set(zip(runs["preset"], runs["ablation"], runs["variant"], runs["seed"].astype(int)))
+        covered: set = set()
         if expected is not None and len(expected):
             present = set(zip(runs["preset"], runs["ablation"]))
             for r in expected.itertuples():
                 key = (r.preset, r.ablation, str(r.variant), int(r.seed))
-                if (r.preset, r.ablation) in present and key not in have:
-                    rows[key] = {"reason": f"no run folder {r.variant}-s{int(r.seed)} (the grid and preset expect it)"}
+                if (r.preset, r.ablation) in present:
+                    covered.add((r.preset, r.ablation))
+                    if key not in have:
+                        rows[key] = {"reason": f"no run folder {r.variant}-s{int(r.seed)} "
+                                               "(the grid and preset expect it)"}
         for (preset, ablation), sub in runs.groupby(["preset", "ablation"], sort=False):
+            if (preset, ablation) in covered:
+                continue
             seeds = sorted(set(sub["seed"].astype(int)))
             for variant, vs in sub.groupby("variant", sort=False):
                 for s in seeds:

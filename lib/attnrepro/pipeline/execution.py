@@ -20,7 +20,7 @@ from . import preflight
 from .grids import Run
 from .preflight import check_runs
 from .runstate import (_clear_dir, _failure_reason, _finished_with, _record_failure, _run_locks, _summary_of,
-                       _write_json, find_twin, plan, record_twin_failure, reuse, run_state)
+                       _write_json, find_twin, plan, protected, record_twin_failure, reuse, run_state)
 
 __all__ = ["KERNEL_NAME", "KERNEL_START_ATTEMPTS", "ensure_kernel", "execute", "run_all", "summary_table"]
 
@@ -122,6 +122,8 @@ def execute(run: Run, *, force: bool = False, kernel_name: str = KERNEL_NAME, st
         state = run_state(run)
         if state == "finished" and not force:
             return {**summary, **_summary_of(run, "skipped")}
+        if not force and (why := protected(run)) is not None:
+            raise UsageError(f"{run.name}: {why}; not replaced (attnrepro run --force replaces it)")
         src = None
         if isinstance(reuse_from, Path):
             src = reuse_from if _finished_with(reuse_from, run.config.hash()) is not None else None
@@ -130,7 +132,7 @@ def execute(run: Run, *, force: bool = False, kernel_name: str = KERNEL_NAME, st
         if src is not None:
             reuse(run, src)
             return {**summary, **_summary_of(run, "reused")}
-        if state == "stale" or force:
+        if state in ("stale", "corrupt") or force:
             _clear_dir(run.out_dir)
         run.out_dir.mkdir(parents=True, exist_ok=True)
         with contextlib.suppress(FileNotFoundError):
@@ -222,6 +224,14 @@ def run_all(runs: Sequence[Run], *, jobs: int = 1, force: bool = False, kernel_n
     from tqdm.auto import tqdm
     if jobs < 1:
         raise UsageError(f"--jobs {jobs}: must be >= 1")
+    if not force:
+        held = [(r, why) for r in runs if (why := protected(r)) is not None]
+        if held:
+            lines = "\n".join(f"  {r.out_dir}: {why}" for r, why in held[:10])
+            more = f"\n  ... and {len(held) - 10} more" if len(held) > 10 else ""
+            raise UsageError(f"{len(held)} run folder(s) hold records this command would replace:\n{lines}{more}\n"
+                             "nothing was run. Did the preset or a grid change? To replace them: attnrepro run "
+                             "... --force; to keep them: --runs-dir DIR (another runs folder)")
     firsts, waiting = plan(runs, force=force)
     todo = {r.name for r in firsts} | {r.name for ws in waiting.values() for r in ws}
     results = {r.name: {"run": r.name, "ablation": r.ablation, "variant": r.variant, "seed": r.seed,
