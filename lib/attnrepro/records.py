@@ -11,7 +11,31 @@ import json
 from pathlib import Path
 from typing import Any, Mapping
 
-__all__ = ["config_disagreement"]
+__all__ = ["config_disagreement", "reuse_origin"]
+
+
+def _read(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def reuse_origin(run_dir: str | Path, runs_root: str | Path) -> tuple[str | None, str | None]:
+    """(``reused_from`` of a run folder's ``metrics.json``, or None, and why that link is not to be trusted, or None).
+
+    The link is checked, not trusted: the folder it names (``<preset>/<ablation>/<run>`` under ``runs_root``) must
+    still hold a finished run of the same config hash. If it was replaced since (``--force``), the record here is
+    still that training's copy, but the link is broken, and the run counts as trained here (its ``wall_time_s`` is
+    no longer counted anywhere else)."""
+    m = _read(Path(run_dir) / "metrics.json")
+    origin = m.get("reused_from") if isinstance(m, dict) else None
+    if not origin:
+        return None, None
+    src = _read(Path(runs_root) / origin / "metrics.json")
+    if not (isinstance(src, dict) and src.get("status") == "finished" and src.get("config_hash") == m.get("config_hash")):
+        return origin, f"{origin} no longer holds this config ({m.get('config_hash')})"
+    return origin, None
 
 
 def config_disagreement(run_dir: str | Path, metrics: Mapping[str, Any] | None) -> str | None:

@@ -195,11 +195,16 @@ def test_run_seconds_counts_a_reused_run_once(tmp_path):
     assert t["reused"] == 0 and t["trained"] == len(base)
     assert t["total"] == pytest.approx(10.0 * base["wall_time_s"].notna().sum())
     # placement/none is baseline/none's config: the pipeline copies the record and marks it reused_from
+    # (and the link is only trusted while the folder it names holds that config: same hash, finished)
     for s in SEEDS:
-        p = root / PRESET / "placement" / f"none-s{s}" / "metrics.json"
-        m = json.loads(p.read_text())
-        m["reused_from"] = f"{PRESET}/baseline/none-s{s}"
-        p.write_text(json.dumps(m))
+        src, dst = root / PRESET / "baseline" / f"none-s{s}", root / PRESET / "placement" / f"none-s{s}"
+        m = {**json.loads((dst / "metrics.json").read_text()),
+             "config_hash": json.loads((src / "metrics.json").read_text())["config_hash"],
+             "reused_from": f"{PRESET}/baseline/none-s{s}"}
+        if (dst / "config.json").exists():
+            c = json.loads((dst / "config.json").read_text())
+            (dst / "config.json").write_text(json.dumps({**c, "config_hash": m["config_hash"]}))
+        (dst / "metrics.json").write_text(json.dumps(m))
     runs = results.load_runs(root, PRESET)
     assert set(runs.loc[runs["reused_from"].notna(), "path"]) == {f"{PRESET}/placement/none-s{s}" for s in SEEDS}
     t2 = results.run_seconds(runs)

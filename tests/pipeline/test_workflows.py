@@ -165,3 +165,5 @@ def test_a_reuse_link_to_a_replaced_folder_is_reported_broken(nbdir, tmp_path, c
     assert attn(["run", "placement", "--preset", "tiny", "--variants", "none", "--force"], nbdir, runs) == 0
     origin, broken = runstate.reuse_origin(copy, runs)
     assert origin == "tiny/placement/none-s0" and "no longer holds" in broken
+    df = results.load_runs(runs, "tiny").set_index("path")
+    assert df.loc["tiny/baseline/none-s0", "reused_from"] is None     # its training now counts here

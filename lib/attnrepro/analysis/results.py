@@ -32,7 +32,7 @@ from typing import Any, Mapping
 
 import pandas as pd
 
-from ..records import config_disagreement
+from ..records import config_disagreement, reuse_origin
 
 from .stats import TInterval, t_interval
 
@@ -196,6 +196,8 @@ def load_runs(runs_dir: str | Path, preset: str | None = None, *, grids_dir: str
         if row["git_commit"] and env.get("git_dirty"):
             row["git_commit"] = f"{row['git_commit']} (with uncommitted changes)"
         row["reused_from"] = met.get("reused_from") or (vj.get("reused_from") if isinstance(vj, dict) else None)
+        if met.get("reused_from") and reuse_origin(d, runs_dir)[1] is not None:
+            row["reused_from"] = None      # the folder it names holds another config now: this copy counts here
         row["written"] = _written(d, met)
         row["config"] = {k: v for k, v in cfg.items() if k != "config_hash"}
         row["radius"] = met.get("radius") or last.get("radius") or {}

@@ -104,5 +104,6 @@ __all__ = [
     "KERNEL_NAME", "KERNEL_START_ATTEMPTS", "RUNNER_KEYS", "Run", "notebooks_dir", "default_runs_dir",
     "list_ablations", "list_presets", "load_grid", "load_preset", "grid_variants", "resolve_stages",
     "notebook_parameters", "split_overrides", "expand", "check_runs", "run_problems", "run_state", "plan",
-    "find_twin", "reuse", "record_twin_failure", "protected", "reuse_origin", "base_preset", "ensure_kernel", "execute", "run_all", "summary_table",
+    "find_twin", "reuse", "record_twin_failure", "protected", "reuse_origin", "base_preset", "ensure_kernel",
+    "execute", "run_all", "summary_table",
 ]

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from .._io import atomic_write, atomic_write_text, held_lock, read_json
-from ..records import config_disagreement
+from ..records import config_disagreement, reuse_origin
 from .grids import Run, base_preset
 
 __all__ = ["run_state", "plan", "find_twin", "reuse", "record_twin_failure", "protected", "reuse_origin"]
@@ -140,22 +140,6 @@ def find_twin(run: Run) -> Path | None:
                     and not config_disagreement(d, done):
                 found.append((i, bool(done.get("reused_from")), d))
     return min(found)[2] if found else None
-
-
-def reuse_origin(run_dir: Path, runs_root: Path) -> tuple[str | None, str | None]:
-    """(``reused_from`` of a finished run folder, or None, and why that link is not to be trusted, or None).
-
-    The link is checked, not trusted: the folder it names must still hold a finished run of the same config hash.
-    If it was replaced since (``--force``), the record here is still that training's copy, but the link is broken
-    and the run counts as trained here (its ``wall_time_s`` is no longer counted elsewhere)."""
-    m = read_json(run_dir / "metrics.json") or {}
-    origin = m.get("reused_from")
-    if not origin:
-        return None, None
-    src = runs_root / origin
-    if _finished_with(src, m.get("config_hash")) is None:
-        return origin, f"{origin} no longer holds this config ({m.get('config_hash')})"
-    return origin, None
 
 
 def _rel_run(d: Path) -> str:
