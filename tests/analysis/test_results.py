@@ -220,3 +220,23 @@ def test_written_comes_from_the_record_not_the_file_time(tmp_path):
     runs = results.load_runs(root, PRESET)
     row = runs[runs["path"] == f"{PRESET}/baseline/none-s0"].iloc[0]
     assert row["written"] == "2026-01-02 03:04 UTC"
+
+
+def test_the_training_code_line_says_same_or_names_the_groups_that_differ(tmp_path):
+    a = {"train": "t1", "models": "m1", "modules": "x1", "data": "d1", "config": "c1"}
+    assert results.training_code_text({"p/k/a-s0": a, "p/k/a-s1": dict(a)}).startswith(
+        "same training code in all 2 trained run(s)")
+    text = results.training_code_text({"p/k/a-s0": a, "p/k/a-s1": {**a, "train": "t2"}, "p/k/a-s2": dict(a)})
+    assert "differs" in text and "train (2 versions: t1 in 2, t2 in 1)" in text and "models" not in text
+    assert "1 run(s) record no code hashes" in results.training_code_text({"p/k/a-s0": a, "p/k/b-s0": {}})
+    assert results.training_code_text({"p/k/a-s0": {}}).startswith("not recorded")
+    # from the files: a reused copy is not counted again, a failed run not at all
+    root = write_runs(tmp_path / "r")
+    dirs = sorted(p.parent for p in (root / PRESET).glob("*/*/metrics.json"))
+    for i, d in enumerate(dirs):
+        m = json.loads((d / "metrics.json").read_text())
+        m.setdefault("env", {})["code"] = {**a, "train": "t2" if i == 0 else "t1"}
+        (d / "metrics.json").write_text(json.dumps(m))
+    code = results.training_code(root, PRESET)
+    finished = [d for d in dirs if json.loads((d / "metrics.json").read_text()).get("status") == "finished"]
+    assert len(code) == len(finished) and "differs" in results.training_code_text(code)

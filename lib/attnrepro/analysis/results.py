@@ -216,6 +216,45 @@ def load_runs(runs_dir: str | Path, preset: str | None = None, *, grids_dir: str
     return df.iloc[order].reset_index(drop=True)
 
 
+def training_code(runs_dir: str | Path, preset: str | None = None) -> dict[str, dict[str, str]]:
+    """``{run path: {group: hash}}``: the training-code hashes each run's ``metrics.json`` records (``env.code``,
+    :func:`attnrepro.train.metrics.code_hashes`); a run that records none maps to ``{}``. Reused runs count once, under
+    the folder that trained them."""
+    runs_dir = Path(runs_dir)
+    out: dict[str, dict[str, str]] = {}
+    for d in _run_dirs(runs_dir, preset):
+        met, _ = _read_json(d / "metrics.json")
+        if not isinstance(met, dict) or met.get("status") != "finished" or met.get("reused_from"):
+            continue
+        code = (met.get("env") or {}).get("code")
+        out[str(d.relative_to(runs_dir))] = dict(code) if isinstance(code, dict) else {}
+    return out
+
+
+def training_code_text(code: Mapping[str, Mapping[str, str]]) -> str:
+    """One line for the report's provenance: "same training code in all N runs", or the groups whose code differs
+    between runs (with how many runs have each version), or how many runs record no code hashes."""
+    if not code:
+        return "—"
+    recorded = {p: c for p, c in code.items() if c}
+    missing = len(code) - len(recorded)
+    note = f"; {missing} run(s) record no code hashes (made before records carried them)" if missing else ""
+    if not recorded:
+        return f"not recorded: none of the {len(code)} trained runs carries code hashes"
+    groups = sorted({g for c in recorded.values() for g in c})
+    differ = []
+    for g in groups:
+        versions: dict[str, int] = {}
+        for c in recorded.values():
+            versions[c.get(g, "?")] = versions.get(c.get(g, "?"), 0) + 1
+        if len(versions) > 1:
+            differ.append(f"{g} ({len(versions)} versions: " +
+                          ", ".join(f"{h} in {n}" for h, n in sorted(versions.items(), key=lambda kv: -kv[1])) + ")")
+    if not differ:
+        return f"same training code in all {len(recorded)} trained run(s) ({', '.join(groups)}){note}"
+    return f"the training code differs between runs in {'; '.join(differ)}{note}"
+
+
 def _written(d: Path, met: Mapping) -> str | None:
     """When the run was written: ``finished_at`` from metrics.json (recorded in the file, so the same in every
     clone), else the newest run file's modification time."""

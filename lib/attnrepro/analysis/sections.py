@@ -187,6 +187,7 @@ def provenance_items(rep, header: bool = True) -> list:
     r = rep.runs
     if len(r):
         rows += [("runs' code (git)", _counts_text(r["git_commit"])),
+                 ("training code", results.training_code_text(results.training_code(rep.runs_dir, rep.preset))),
                  ("runs written", f"{r['written'].dropna().min()} … {r['written'].dropna().max()}"),
                  ("environment", _counts_text(r.apply(
                      lambda x: f"python {x['python']}, torch {x['torch']}, torchvision {x['torchvision']}"
