@@ -167,3 +167,50 @@ def test_a_reuse_link_to_a_replaced_folder_is_reported_broken(nbdir, tmp_path, c
     assert origin == "tiny/placement/none-s0" and "no longer holds" in broken
     df = results.load_runs(runs, "tiny").set_index("path")
     assert df.loc["tiny/baseline/none-s0", "reused_from"] is None     # its training now counts here
+
+
+def _engine_record(run, status="finished"):
+    h = run.config.hash()
+    (run.out_dir / "metrics.json").write_text(json.dumps(
+        {"status": status, "reason": None if status == "finished" else "boom", "config": run.config.to_dict(),
+         "config_hash": h, "final": {"val_top1": 1.0}}))
+
+
+def test_ctrl_c_after_training_finished_leaves_the_run_finished(nbdir, tmp_path, monkeypatch):
+    """A Ctrl-C during the figure cells: the engine has written a finished record; it stays finished."""
+    def finished_then_interrupted(run, kernel_name, start_timeout):
+        _engine_record(run)
+        raise KeyboardInterrupt
+    monkeypatch.setattr(execution, "_papermill", finished_then_interrupted)
+    run = pipeline.expand(["baseline"], "tiny", nb_dir=nbdir, runs_dir=tmp_path, variants="none", seeds="0")[0]
+    with pytest.raises(KeyboardInterrupt):
+        pipeline.execute(run)
+    assert pipeline.run_state(run) == "finished"
+
+    def interrupted_mid_training(run, kernel_name, start_timeout):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(execution, "_papermill", interrupted_mid_training)
+    other = pipeline.expand(["baseline"], "tiny", nb_dir=nbdir, runs_dir=tmp_path, variants="none", seeds="1")[0]
+    with pytest.raises(KeyboardInterrupt):
+        pipeline.execute(other)
+    m = json.loads((other.out_dir / "metrics.json").read_text())
+    assert pipeline.run_state(other) == "failed" and m["reason"].startswith("interrupted")
+
+
+def test_log_txt_keeps_every_attempt(nbdir, tmp_path, monkeypatch):
+    import papermill
+    attempts = []
+
+    def fake(input_path, output_path, parameters=None, stdout_file=None, **kw):
+        attempts.append(1)
+        print(f"training output of attempt {len(attempts)}", file=stdout_file, flush=True)
+        if len(attempts) == 1:
+            raise RuntimeError("the first attempt fails")
+        _engine_record(run)
+    monkeypatch.setattr(papermill, "execute_notebook", fake)
+    run = pipeline.expand(["baseline"], "tiny", nb_dir=nbdir, runs_dir=tmp_path, variants="none", seeds="0")[0]
+    assert pipeline.execute(run)["status"] == "failed"
+    assert pipeline.execute(run)["status"] == "finished"
+    log = (run.out_dir / "log.txt").read_text()
+    assert "training output of attempt 1" in log and "training output of attempt 2" in log
+    assert log.count("attnrepro: attempt started") == 2

@@ -46,7 +46,13 @@ def run_run(args: argparse.Namespace) -> int:
     runs = expand(args.ablations, args.preset, args.param, nb_dir=args.notebooks_dir, runs_dir=args.runs_dir,
                   seeds=args.seeds, variants=args.variants)
     jobs = args.jobs if args.jobs is not None else load_preset(notebooks_dir(args.notebooks_dir), args.preset)["jobs"]
-    results = run_all(runs, jobs=jobs, force=args.force)
+    try:
+        results = run_all(runs, jobs=jobs, force=args.force)
+    except KeyboardInterrupt:
+        done = sum(1 for r in runs if run_state(r) == "finished")
+        print(f"\nattnrepro run: interrupted; {done} of {len(runs)} run(s) are finished and kept, an interrupted "
+              "run resumes from its checkpoint on the next attnrepro run", file=sys.stderr)
+        return 130
     failed = [r for r in results if r["status"] == "failed"]
     print(summary_table(results))
     if runs and runs[0].overrides:

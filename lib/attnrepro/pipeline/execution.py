@@ -50,6 +50,10 @@ def ensure_kernel(name: str = KERNEL_NAME) -> str:
     return name
 
 
+#: the kernel's own log (not the notebook's output, which goes to log.txt): no start-up chatter, and no traceback
+#: on the terminal when Ctrl-C closes the kernel's sockets under a reply it is sending
+KERNEL_LOG_LEVEL = "--IPKernelApp.log_level=CRITICAL"
+
 #: how often a kernel that dies before it answers is started again (it has run no cell, so this is safe)
 KERNEL_START_ATTEMPTS = 3
 
@@ -85,7 +89,9 @@ def _papermill(run: Run, kernel_name: str, start_timeout: int) -> None:
     import papermill as pm
     logging.getLogger("papermill").setLevel(logging.ERROR)
     params = {**run.config.to_dict(), **run.options, "out_dir": str(run.out_dir.resolve())}
-    with open(run.out_dir / "log.txt", "w") as log:
+    with open(run.out_dir / "log.txt", "a") as log:     # appended: a resumed run keeps its earlier attempts' lines
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
+        print(f"attnrepro: attempt started {stamp} (config {run.config.hash()})", file=log, flush=True)
         for attempt in range(1, KERNEL_START_ATTEMPTS + 1):
             try:
                 with _kernel_config() as config:
@@ -93,7 +99,7 @@ def _papermill(run: Run, kernel_name: str, start_timeout: int) -> None:
                                         kernel_name=kernel_name, progress_bar=False, log_output=False,
                                         stdout_file=log, stderr_file=log, start_timeout=start_timeout,
                                         cwd=os.getcwd(), config=config,
-                                        extra_arguments=["--IPKernelApp.log_level=ERROR"])  # no start-up chatter
+                                        extra_arguments=[KERNEL_LOG_LEVEL])
                 return
             except RuntimeError as e:
                 if not _kernel_died_at_start(e):
@@ -144,7 +150,8 @@ def execute(run: Run, *, force: bool = False, kernel_name: str = KERNEL_NAME, st
             _papermill(run, kernel_name, start_timeout)
         except BaseException as e:  # noqa: BLE001 - a kernel death or a cell error is a failed run, not a crash
             if isinstance(e, KeyboardInterrupt):
-                _record_failure(run, "interrupted", started)
+                if _finished_with(run.out_dir, run.config.hash()) is None:   # training done: it stays finished
+                    _record_failure(run, "interrupted (Ctrl-C); the next attnrepro run resumes it", started)
                 raise
             _record_failure(run, _failure_reason(e), started)
             return {**summary, **_summary_of(run, "failed")}
