@@ -214,3 +214,19 @@ def test_log_txt_keeps_every_attempt(nbdir, tmp_path, monkeypatch):
     log = (run.out_dir / "log.txt").read_text()
     assert "training output of attempt 1" in log and "training output of attempt 2" in log
     assert log.count("attnrepro: attempt started") == 2
+
+
+def test_the_report_of_an_override_folder_names_the_keys_unlike_the_preset(nbdir, tmp_path, calls):
+    from attnrepro.analysis.report import Report
+    runs = tmp_path / "runs"
+    assert attn(["run", "kernel", "--preset", "tiny", "-p", "radius_init", "4", "--variants", "gaussian"],
+                nbdir, runs) == 0
+    assert attn(["run", "kernel", "--preset", "tiny", "--variants", "gaussian"], nbdir, runs) == 0
+    import yaml as _yaml
+    from attnrepro.analysis.claims import load_claims
+    no_claims = tmp_path / "claims.yaml"            # the papers' claims (and their model counts) are not this test's
+    no_claims.write_text(_yaml.safe_dump({**load_claims(), "claims": []}))
+    over = Report(runs, "tiny+radius_init=4.0", grids_dir=nbdir, claims_path=no_claims)
+    assert over.config_differences() == {"radius_init": "2.0 declared, 4.0 in 2 run(s)"}
+    assert over.missing.empty and len(over.runs) == 2          # it expects what was run in it, not the whole preset
+    assert Report(runs, "tiny", grids_dir=nbdir, claims_path=no_claims).config_differences() == {}
