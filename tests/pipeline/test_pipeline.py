@@ -268,9 +268,9 @@ def test_a_finished_record_of_another_config_is_kept_unless_forced(nbdir, tmp_pa
     _edit_tiny(nbdir, lr=0.01)
     other = pipeline.expand(["kernel"], "tiny", {}, nb_dir=nbdir, runs_dir=tmp_path)[0]
     assert other.out_dir == run.out_dir and pipeline.run_state(other) == "stale"
-    with pytest.raises(UsageError, match="(?s)another config.*--force"):
+    with pytest.raises(UsageError, match="(?s)another config.*--replace"):
         pipeline.run_all([other], progress=False)
-    with pytest.raises(UsageError, match="--force"):
+    with pytest.raises(UsageError, match="--replace"):
         pipeline.execute(other)
     assert {p.name: p.read_bytes() for p in run.out_dir.iterdir()} == before and len(calls) == 2
     assert pipeline.execute(other, force=True)["status"] == "finished" and len(calls) == 3
@@ -365,7 +365,12 @@ def test_notebooks_execute_skip_and_rerun_only_what_changed(nbdir, tmp_path, mon
     monkeypatch.setenv("ATTNREPRO_OFFLINE", "1")
     none_nb = runs_dir / "tiny" / "placement" / "none-s0" / "notebook.ipynb"
     before = none_nb.stat().st_mtime_ns
-    assert main(["run", "placement", *args], monkeypatch) == 1
+    s3_record = (runs_dir / "tiny" / "placement" / "s3-s0" / "metrics.json").read_bytes()
+    assert main(["run", "placement", *args], monkeypatch) == 2      # s3-s0 holds the old config's finished run
+    err = capsys.readouterr().err
+    assert "s3-s0" in err and "--replace" in err
+    assert (runs_dir / "tiny" / "placement" / "s3-s0" / "metrics.json").read_bytes() == s3_record
+    assert main(["run", "placement", "--replace", *args], monkeypatch) == 1
     out = capsys.readouterr()
     assert "1 run(s) up to date (skipped), 2 to run" in out.err
     assert none_nb.stat().st_mtime_ns == before

@@ -1,5 +1,5 @@
 """A researcher's workflows on a runs folder that holds finished records: tweak a parameter, add seeds or variants,
-change the preset. No command replaces a finished record without ``--force`` (the records stay byte-identical),
+change the preset. No command replaces a finished record unasked (``--replace``, ``--force``: the records stay byte-identical),
 overrides go to folders of their own, reuse links are checked, and a record whose files disagree is ``corrupt``.
 
 The notebooks are not executed here (``_papermill`` is replaced by a stand-in that writes what the engine writes);
@@ -80,12 +80,12 @@ def test_the_overwrite_sequence_leaves_every_finished_record_byte_identical(nbdi
     for verb in ("run", "list"):
         assert attn([verb, "baseline", "--preset", "tiny", "-p", "seed", "5"], nbdir, runs) == 2
         assert "--seeds" in capsys.readouterr().err
-    # the preset changed since: its finished records are not replaced without --force
+    # the preset changed since: its finished records are not replaced without --replace
     (nbdir / "presets" / "tiny.yaml").write_text(yaml.safe_dump({"seeds": [0, 1], "base": {**TINY, "lr": 0.01}}))
     n = len(calls)
     assert attn(["run", "kernel", "--preset", "tiny"], nbdir, runs) == 2
     err = capsys.readouterr().err
-    assert "--force" in err and "another config" in err and len(calls) == n
+    assert "--replace" in err and "another config" in err and len(calls) == n
     assert snapshot(runs / "tiny") == before
     # and the reuse links still name the folders that trained those configs
     for d in (runs / "tiny").glob("*/*"):
@@ -141,6 +141,7 @@ def test_a_config_that_disagrees_with_its_metrics_is_corrupt_and_kept(nbdir, tmp
     before = snapshot(d)
     assert attn(["run", "baseline", "--preset", "tiny", "--variants", "none", "--seeds", "0"], nbdir, runs) == 2
     assert "corrupt" in capsys.readouterr().err and snapshot(d) == before
+    # --replace (asked for) replaces it, once every check has passed
     assert attn(["list", "baseline", "--preset", "tiny", "--variants", "none", "--seeds", "0"], nbdir, runs) == 0
     assert "corrupt" in capsys.readouterr().out
     row = results.load_runs(runs, "tiny").iloc[0]
@@ -149,7 +150,7 @@ def test_a_config_that_disagrees_with_its_metrics_is_corrupt_and_kept(nbdir, tmp
     cfg = {**run.config.to_dict(), "lr": 0.5, "config_hash": "0" * 16}
     (d / "config.json").write_text(json.dumps(cfg))
     assert pipeline.run_state(run) == "corrupt"
-    assert attn(["run", "baseline", "--preset", "tiny", "--variants", "none", "--seeds", "0", "--force"],
+    assert attn(["run", "baseline", "--preset", "tiny", "--variants", "none", "--seeds", "0", "--replace"],
                 nbdir, runs) == 0
     assert pipeline.run_state(run) == "finished"
 

@@ -35,9 +35,12 @@ def configure_run(parser: argparse.ArgumentParser) -> None:
     add_overrides(parser)
     parser.add_argument("--jobs", "-j", type=int, default=None,
                         help="notebooks executed at once (default: the preset's jobs, else 1)")
-    parser.add_argument("--force", action="store_true",
-                        help="re-run finished runs too, and replace records of another config (never needed "
-                             "for -p: hashed overrides go to runs/<preset>+<key>=<value>/)")
+    parser.add_argument("--force", action="store_true", help="re-run finished runs too (and replace records of "
+                        "another config)")
+    parser.add_argument("--replace", action="store_true",
+                        help="replace the records of folders that hold another config's finished run (the grid or "
+                             "preset changed) or a corrupt record; finished runs of their config are still skipped. "
+                             "Never needed for -p: hashed overrides go to runs/<preset>+<key>=<value>/")
     _selection(parser)
     _common(parser)
 
@@ -47,7 +50,7 @@ def run_run(args: argparse.Namespace) -> int:
                   seeds=args.seeds, variants=args.variants)
     jobs = args.jobs if args.jobs is not None else load_preset(notebooks_dir(args.notebooks_dir), args.preset)["jobs"]
     try:
-        results = run_all(runs, jobs=jobs, force=args.force)
+        results = run_all(runs, jobs=jobs, force=args.force, replace=args.replace)
     except KeyboardInterrupt:
         done = sum(1 for r in runs if run_state(r) == "finished")
         print(f"\nattnrepro run: interrupted; {done} of {len(runs)} run(s) are finished and kept, an interrupted "

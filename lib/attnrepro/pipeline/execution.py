@@ -129,7 +129,7 @@ def execute(run: Run, *, force: bool = False, kernel_name: str = KERNEL_NAME, st
         if state == "finished" and not force:
             return {**summary, **_summary_of(run, "skipped")}
         if not force and (why := protected(run)) is not None:
-            raise UsageError(f"{run.name}: {why}; not replaced (attnrepro run --force replaces it)")
+            raise UsageError(f"{run.name}: {why}; not replaced (attnrepro run --replace replaces it)")
         src = None
         if isinstance(reuse_from, Path):
             src = reuse_from if _finished_with(reuse_from, run.config.hash()) is not None else None
@@ -222,29 +222,35 @@ def _make_pool(workers: int, envs: dict[int, dict]) -> cf.Executor:
 
 
 def run_all(runs: Sequence[Run], *, jobs: int = 1, force: bool = False, kernel_name: str = KERNEL_NAME,
-            progress: bool = True) -> list[dict]:
+            progress: bool = True, replace: bool = False) -> list[dict]:
     """Execute ``runs`` (skipping finished ones unless ``force``); returns one summary dict per run.
 
     Before anything starts, every run that will train is checked (:func:`check_runs`); a problem raises
-    :class:`UsageError` and nothing starts. Runs with the same config train once (:func:`plan`, :func:`reuse`).
+    :class:`UsageError` and nothing starts. So does a folder holding a record this would replace (a finished run of
+    another config, or a corrupt record: :func:`protected`), unless ``replace`` (those folders are emptied once the
+    checks have passed, and train this config; finished runs of their config are still skipped) or ``force`` (every
+    run trains again). Runs with the same config train once (:func:`plan`, :func:`reuse`).
     """
     from tqdm.auto import tqdm
     if jobs < 1:
         raise UsageError(f"--jobs {jobs}: must be >= 1")
-    if not force:
-        held = [(r, why) for r in runs if (why := protected(r)) is not None]
-        if held:
-            lines = "\n".join(f"  {r.out_dir}: {why}" for r, why in held[:10])
-            more = f"\n  ... and {len(held) - 10} more" if len(held) > 10 else ""
-            raise UsageError(f"{len(held)} run folder(s) hold records this command would replace:\n{lines}{more}\n"
-                             "nothing was run. Did the preset or a grid change? To replace them: attnrepro run "
-                             "... --force; to keep them: --runs-dir DIR (another runs folder)")
+    held = [] if force else [(r, why) for r in runs if (why := protected(r)) is not None]
+    if held and not replace:
+        lines = "\n".join(f"  {r.out_dir}: {why}" for r, why in held[:10])
+        more = f"\n  ... and {len(held) - 10} more" if len(held) > 10 else ""
+        raise UsageError(f"{len(held)} run folder(s) hold records this command would replace:\n{lines}{more}\n"
+                         "nothing was run. Did the preset or a grid change? To replace those records: attnrepro "
+                         "run ... --replace (--force re-runs everything); to keep them: --runs-dir DIR")
     firsts, waiting = plan(runs, force=force)
     todo = {r.name for r in firsts} | {r.name for ws in waiting.values() for r in ws}
     results = {r.name: {"run": r.name, "ablation": r.ablation, "variant": r.variant, "seed": r.seed,
                         **_summary_of(r, "skipped")} for r in runs if r.name not in todo}
     will_train = [r for r in firsts if force or find_twin(r) is None]
     check_runs(will_train, jobs=jobs)
+    for r, _ in held:                       # asked for (--replace), and every check has passed
+        with _run_locks(r):
+            if protected(r) is not None:
+                _clear_dir(r.out_dir)
     if results:
         print(f"{len(results)} run(s) up to date (skipped), {len(todo)} to run", file=sys.stderr, flush=True)
     if will_train:

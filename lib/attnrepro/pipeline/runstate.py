@@ -176,7 +176,7 @@ def record_twin_failure(run: Run, twin: str, reason: str | None) -> dict:
     summary = {"run": run.name, "ablation": run.ablation, "variant": run.variant, "seed": run.seed}
     with _run_locks(run):
         if (why := protected(run)) is not None:
-            raise RuntimeError(f"{run.name}: {why}; not replaced (attnrepro run --force replaces it)")
+            raise RuntimeError(f"{run.name}: {why}; not replaced (attnrepro run --replace replaces it)")
         if run_state(run) == "stale":
             _clear_dir(run.out_dir)
         run.out_dir.mkdir(parents=True, exist_ok=True)
