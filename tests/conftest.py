@@ -1,4 +1,5 @@
 import os
+import tempfile
 
 import pytest
 import torch
@@ -6,6 +7,10 @@ import torch
 # Tests are CPU-sized: keep torch on the cores CI has, and make matplotlib headless.
 os.environ.setdefault("MPLBACKEND", "Agg")
 torch.set_num_threads(min(2, torch.get_num_threads()))
+# The counting cache (attnrepro.analysis.counting.cache_dir) of the tests lives in a folder of their own, never in
+# the user's cache; kernels started by the tests inherit it.
+_CACHE = tempfile.TemporaryDirectory(prefix="attnrepro-test-cache-")
+os.environ["ATTNREPRO_CACHE"] = _CACHE.name
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""``attnrepro`` command line: train | run | list | report | bench | tables | findings | plan | config | gpu-check.
+"""``attnrepro`` command line: train | rerun | run | list | report | bench | tables | findings | plan | config | gpu-check.
 
 Each command lives in its own module, which exposes ``configure(parser)`` (adds its arguments) and
 ``run(args) -> int`` (does the work); a module that serves several commands names them ``configure_<command>`` and
@@ -21,6 +21,7 @@ __all__ = ["main", "UsageError", "add_overrides", "overrides_from_args"]
 # name -> (module, one-line help). Modules are imported when the parser is built.
 COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("attnrepro.train.cli", "train one run config into an output folder (resumes when it can)"),
+    "rerun": ("attnrepro.train.cli", "train a recorded run folder again as it was trained, and compare its numbers"),
     "run": ("attnrepro.pipeline.cli", "run ablation notebooks over a preset's grid with papermill"),
     "list": ("attnrepro.pipeline.cli", "list ablations, presets and what their grids expand to"),
     "report": ("attnrepro.analysis.cli", "build reports/<preset>/report.html from the runs"),

@@ -125,3 +125,13 @@ def test_export_html_is_the_same_for_the_same_notebook(tmp_path):
         nbformat.write(new_notebook(cells=[new_markdown_cell("# hi"), cell]), str(nb))
         pages.append(report.export_html(nb, tmp_path / f"r{k}.html").read_text())
     assert pages[0] == pages[1]
+
+
+def test_an_unknown_preset_exits_2_with_the_choices_and_builds_nothing(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs" / "mine" / "kernel").mkdir(parents=True)
+    assert cli.main(["report", "--preset", "nosuch", "--runs-dir", "runs", "--out", "reports"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "unknown preset 'nosuch'" in err
+    assert "smoke" in err and "mine" in err          # the declared presets and the runs folders found
+    assert not (tmp_path / "reports").exists()

@@ -195,11 +195,16 @@ def test_run_seconds_counts_a_reused_run_once(tmp_path):
     assert t["reused"] == 0 and t["trained"] == len(base)
     assert t["total"] == pytest.approx(10.0 * base["wall_time_s"].notna().sum())
     # placement/none is baseline/none's config: the pipeline copies the record and marks it reused_from
+    # (and the link is only trusted while the folder it names holds that config: same hash, finished)
     for s in SEEDS:
-        p = root / PRESET / "placement" / f"none-s{s}" / "metrics.json"
-        m = json.loads(p.read_text())
-        m["reused_from"] = f"{PRESET}/baseline/none-s{s}"
-        p.write_text(json.dumps(m))
+        src, dst = root / PRESET / "baseline" / f"none-s{s}", root / PRESET / "placement" / f"none-s{s}"
+        m = {**json.loads((dst / "metrics.json").read_text()),
+             "config_hash": json.loads((src / "metrics.json").read_text())["config_hash"],
+             "reused_from": f"{PRESET}/baseline/none-s{s}"}
+        if (dst / "config.json").exists():
+            c = json.loads((dst / "config.json").read_text())
+            (dst / "config.json").write_text(json.dumps({**c, "config_hash": m["config_hash"]}))
+        (dst / "metrics.json").write_text(json.dumps(m))
     runs = results.load_runs(root, PRESET)
     assert set(runs.loc[runs["reused_from"].notna(), "path"]) == {f"{PRESET}/placement/none-s{s}" for s in SEEDS}
     t2 = results.run_seconds(runs)
@@ -215,3 +220,23 @@ def test_written_comes_from_the_record_not_the_file_time(tmp_path):
     runs = results.load_runs(root, PRESET)
     row = runs[runs["path"] == f"{PRESET}/baseline/none-s0"].iloc[0]
     assert row["written"] == "2026-01-02 03:04 UTC"
+
+
+def test_the_training_code_line_says_same_or_names_the_groups_that_differ(tmp_path):
+    a = {"train": "t1", "models": "m1", "modules": "x1", "data": "d1", "config": "c1"}
+    assert results.training_code_text({"p/k/a-s0": a, "p/k/a-s1": dict(a)}).startswith(
+        "same training code in all 2 trained run(s)")
+    text = results.training_code_text({"p/k/a-s0": a, "p/k/a-s1": {**a, "train": "t2"}, "p/k/a-s2": dict(a)})
+    assert "differs" in text and "train (2 versions: t1 in 2, t2 in 1)" in text and "models" not in text
+    assert "1 run(s) record no code hashes" in results.training_code_text({"p/k/a-s0": a, "p/k/b-s0": {}})
+    assert results.training_code_text({"p/k/a-s0": {}}).startswith("not recorded")
+    # from the files: a reused copy is not counted again, a failed run not at all
+    root = write_runs(tmp_path / "r")
+    dirs = sorted(p.parent for p in (root / PRESET).glob("*/*/metrics.json"))
+    for i, d in enumerate(dirs):
+        m = json.loads((d / "metrics.json").read_text())
+        m.setdefault("env", {})["code"] = {**a, "train": "t2" if i == 0 else "t1"}
+        (d / "metrics.json").write_text(json.dumps(m))
+    code = results.training_code(root, PRESET)
+    finished = [d for d in dirs if json.loads((d / "metrics.json").read_text()).get("status") == "finished"]
+    assert len(code) == len(finished) and "differs" in results.training_code_text(code)

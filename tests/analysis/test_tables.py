@@ -236,3 +236,32 @@ def test_the_committed_tables_are_what_the_models_give(tmp_path):
         want = committed / p.name
         assert want.is_file(), f"{want.name} is not committed: run attnrepro tables"
         pd.testing.assert_frame_equal(pd.read_csv(p), pd.read_csv(want), check_dtype=False, obj=p.name)
+
+
+def test_counts_are_cached_on_disk_under_the_code_that_counts_them(tmp_path, monkeypatch):
+    """A second report over unchanged code counts nothing: measure() reads the disk cache; a change of the
+    counting code (its key) or a damaged file means counting again."""
+    import json
+
+    from attnrepro.analysis import counting
+    monkeypatch.setenv("ATTNREPRO_CACHE", str(tmp_path))
+    spec = counting.ModelSpec("resnet20", 10, 32, "se")
+    counting.measure.cache_clear()
+    first = counting.measure(spec)
+    files = list((tmp_path / "counts").glob("*.json"))
+    assert len(files) == 1 and json.loads(files[0].read_text()) == first
+    planted = {c: {"params": 7, "macs": 11} for c in first}
+    files[0].write_text(json.dumps(planted))
+    counting.measure.cache_clear()
+    assert counting.measure(spec) == planted                 # read from disk, not counted
+    monkeypatch.setattr(counting, "_code_key", lambda: "other code")
+    counting.measure.cache_clear()
+    assert counting.measure(spec) == first                   # another code key: counted again
+    files[0].write_text("{torn")
+    monkeypatch.undo()
+    monkeypatch.setenv("ATTNREPRO_CACHE", str(tmp_path))
+    counting.measure.cache_clear()
+    assert counting.measure(spec) == first                   # a damaged entry is ignored and rewritten
+    monkeypatch.setenv("ATTNREPRO_CACHE", "off")
+    assert counting.cache_dir() is None
+    counting.measure.cache_clear()

@@ -18,6 +18,7 @@ import yaml
 from attnrepro import cli, pipeline
 from attnrepro.pipeline import execution, preflight, runstate
 from attnrepro.config import KEYS, RunConfig
+from attnrepro.errors import UsageError
 from attnrepro.pipeline.notebook import ABLATION_NOTEBOOKS, OPTIONS, build_notebook, cli_value, torchrun_command
 
 REPO = Path(__file__).resolve().parents[2]
@@ -246,7 +247,12 @@ def test_engine_reason_is_kept(nbdir, tmp_path, monkeypatch):
     assert res["status"] == "failed" and res["reason"] == "non-finite loss at epoch 1 step 3"
 
 
-def test_changed_config_clears_the_folder_and_force_reruns(nbdir, tmp_path, monkeypatch):
+def _edit_tiny(nbdir, **base):
+    """The tiny preset with changed base keys (the preset changed since its runs were made)."""
+    (nbdir / "presets" / "tiny.yaml").write_text(yaml.safe_dump({"seeds": [0], "base": {**TINY, **base}}))
+
+
+def test_a_finished_record_of_another_config_is_kept_unless_forced(nbdir, tmp_path, monkeypatch):
     calls: list = []
     monkeypatch.setattr(execution, "_papermill", _fake_papermill(calls))
     run = pipeline.expand(["kernel"], "tiny", {}, nb_dir=nbdir, runs_dir=tmp_path)[0]
@@ -258,16 +264,24 @@ def test_changed_config_clears_the_folder_and_force_reruns(nbdir, tmp_path, monk
     assert pipeline.execute(run, force=True)["status"] == "finished" and len(calls) == 2
     assert not (run.out_dir / "checkpoint.pt").exists()      # --force starts afresh
     (run.out_dir / "checkpoint.pt").write_text("old")
-    other = pipeline.expand(["kernel"], "tiny", [("lr", "0.01")], nb_dir=nbdir, runs_dir=tmp_path)[0]
-    assert pipeline.run_state(other) == "stale"
-    assert pipeline.execute(other)["status"] == "finished" and len(calls) == 3
+    before = {p.name: p.read_bytes() for p in run.out_dir.iterdir()}
+    _edit_tiny(nbdir, lr=0.01)
+    other = pipeline.expand(["kernel"], "tiny", {}, nb_dir=nbdir, runs_dir=tmp_path)[0]
+    assert other.out_dir == run.out_dir and pipeline.run_state(other) == "stale"
+    with pytest.raises(UsageError, match="(?s)another config.*--replace"):
+        pipeline.run_all([other], progress=False)
+    with pytest.raises(UsageError, match="--replace"):
+        pipeline.execute(other)
+    assert {p.name: p.read_bytes() for p in run.out_dir.iterdir()} == before and len(calls) == 2
+    assert pipeline.execute(other, force=True)["status"] == "finished" and len(calls) == 3
     assert not (run.out_dir / "checkpoint.pt").exists()      # another config's checkpoint is never resumed
 
 
 def test_a_folder_with_another_configs_checkpoint_and_no_final_record_is_stale(nbdir, tmp_path, monkeypatch):
     """A run killed mid-way leaves config.json and checkpoint.pt but no metrics.json. Under a changed config that
-    folder is stale (cleared and trained afresh), not 'incomplete' (which would resume another config's checkpoint
-    and fail with a conflict on every re-run); under the same config it is incomplete (resumed)."""
+    folder is stale (cleared and trained afresh: there is no finished record to lose), not 'incomplete' (which would
+    resume another config's checkpoint and fail with a conflict on every re-run); under the same config it is
+    incomplete (resumed)."""
     calls: list = []
     monkeypatch.setattr(execution, "_papermill", _fake_papermill(calls))
     old = pipeline.expand(["kernel"], "tiny", {}, nb_dir=nbdir, runs_dir=tmp_path)[0]
@@ -275,7 +289,8 @@ def test_a_folder_with_another_configs_checkpoint_and_no_final_record_is_stale(n
     (old.out_dir / "config.json").write_text(json.dumps({**old.config.to_dict(), "config_hash": old.config.hash()}))
     (old.out_dir / "checkpoint.pt").write_text("old")
     assert pipeline.run_state(old) == "incomplete"
-    new = pipeline.expand(["kernel"], "tiny", [("lr", "0.01")], nb_dir=nbdir, runs_dir=tmp_path)[0]
+    _edit_tiny(nbdir, lr=0.01)
+    new = pipeline.expand(["kernel"], "tiny", {}, nb_dir=nbdir, runs_dir=tmp_path)[0]
     assert new.out_dir == old.out_dir and pipeline.run_state(new) == "stale"
     assert pipeline.execute(new)["status"] == "finished" and len(calls) == 1
     assert not (new.out_dir / "checkpoint.pt").exists()
@@ -350,7 +365,12 @@ def test_notebooks_execute_skip_and_rerun_only_what_changed(nbdir, tmp_path, mon
     monkeypatch.setenv("ATTNREPRO_OFFLINE", "1")
     none_nb = runs_dir / "tiny" / "placement" / "none-s0" / "notebook.ipynb"
     before = none_nb.stat().st_mtime_ns
-    assert main(["run", "placement", *args], monkeypatch) == 1
+    s3_record = (runs_dir / "tiny" / "placement" / "s3-s0" / "metrics.json").read_bytes()
+    assert main(["run", "placement", *args], monkeypatch) == 2      # s3-s0 holds the old config's finished run
+    err = capsys.readouterr().err
+    assert "s3-s0" in err and "--replace" in err
+    assert (runs_dir / "tiny" / "placement" / "s3-s0" / "metrics.json").read_bytes() == s3_record
+    assert main(["run", "placement", "--replace", *args], monkeypatch) == 1
     out = capsys.readouterr()
     assert "1 run(s) up to date (skipped), 2 to run" in out.err
     assert none_nb.stat().st_mtime_ns == before

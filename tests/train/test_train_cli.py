@@ -119,3 +119,71 @@ def test_train_command_runs_resnet20(main, tmp_path, capsys):
     # the same command again finds the finished run and trains nothing
     assert main(argv) == 0
     assert json.loads((out / "metrics.json").read_text()) == res
+
+
+@pytest.fixture
+def threads_restored(monkeypatch):
+    """`train --threads` / a recorded count sets torch's intra-op threads for the process: put them back."""
+    import torch
+    n = torch.get_num_threads()
+    monkeypatch.setenv("OMP_NUM_THREADS", str(n))     # restored (or removed) by monkeypatch
+    yield n
+    torch.set_num_threads(n)
+
+
+def _rerun_main(monkeypatch):
+    monkeypatch.setattr(cli, "COMMANDS", {k: cli.COMMANDS[k] for k in ("train", "rerun")})
+    return cli.main
+
+
+TINY_RUN = [*SYN, "-p", "model", "resnet20", "-p", "width", "0.25", "-p", "train_subset", "64", "-p", "batch_size",
+            "16", "-p", "val_split", "0.25", "-p", "max_steps", "2", "-p", "epochs", "2", "-p", "checkpoint", "false"]
+
+
+@pytest.mark.slow
+def test_a_record_retrains_to_its_numbers_with_its_recorded_threads(tmp_path, capsys, monkeypatch, threads_restored):
+    import torch
+    main = _rerun_main(monkeypatch)
+    rec = tmp_path / "runs" / "p" / "abl" / "v-s0"
+    assert main(["train", *TINY_RUN, "--threads", "1", "--no-progress", "--out", str(rec)]) == 0
+    first = json.loads((rec / "metrics.json").read_text())
+    assert first["env"]["num_threads"] == 1
+    torch.set_num_threads(2)                                   # this process would now train with 2
+    # train --config on the record: the config_hash key is accepted and checked, the recorded count applied
+    again = tmp_path / "again"
+    assert main(["train", "--config", str(rec / "config.json"), "--no-progress", "--out", str(again)]) == 0
+    assert "1 intra-op thread(s), as recorded" in capsys.readouterr().err
+    second = json.loads((again / "metrics.json").read_text())
+    assert second["env"]["num_threads"] == 1 and second["final"] == first["final"]
+    assert second["config_hash"] == first["config_hash"]
+    # rerun does the same and says whether the numbers are the same
+    torch.set_num_threads(2)
+    assert main(["rerun", str(rec), "--out", str(tmp_path / "third"), "--no-progress"]) == 0
+    assert "reproduced exactly" in capsys.readouterr().out
+    # a record whose numbers are not what its config trains: rerun says which differ (exit 1)
+    first["final"]["val_top1"] += 1.0
+    (rec / "metrics.json").write_text(json.dumps(first))
+    assert main(["rerun", str(rec), "--out", str(tmp_path / "fourth"), "--no-progress"]) == 1
+    out = capsys.readouterr().out
+    assert "val_top1: recorded" in out and "1 final metric(s) differ" in out
+
+
+def test_a_recorded_config_hash_is_checked_and_rerun_never_writes_into_the_record(tmp_path, capsys, monkeypatch):
+    from attnrepro.config import RunConfig
+    main = _rerun_main(monkeypatch)
+    cfg = RunConfig.from_dict({"dataset": "synthetic", "device": "cpu"})
+    rec = tmp_path / "rec"
+    rec.mkdir()
+    (rec / "config.json").write_text(json.dumps({**cfg.to_dict(), "config_hash": cfg.hash()}))
+    edited = {**cfg.to_dict(), "lr": 0.3, "config_hash": cfg.hash()}
+    (tmp_path / "edited.json").write_text(json.dumps(edited))
+    assert main(["train", "--config", str(tmp_path / "edited.json"), "--out", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err
+    assert f"config_hash {cfg.hash()} is not the hash of its keys" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "x").exists()
+    (rec / "metrics.json").write_text(json.dumps({"status": "finished", "config_hash": cfg.hash(), "final": {}}))
+    assert main(["rerun", str(rec), "--out", str(rec)]) == 2
+    assert "the record itself" in capsys.readouterr().err
+    (rec / "metrics.json").write_text(json.dumps({"status": "failed", "config_hash": cfg.hash()}))
+    assert main(["rerun", str(rec), "--out", str(tmp_path / "y")]) == 2
+    assert "not a finished run folder" in capsys.readouterr().err

@@ -34,12 +34,28 @@ def run_report(args: argparse.Namespace) -> int:
         if len(found) > 1:
             raise UsageError(f"several presets under {runs_dir}: {', '.join(found)}; choose one with --preset")
         preset = found[0] if found else "smoke"
+    _check_preset(preset, runs_dir)
     if not runs_dir.is_dir():
         print(f"attnrepro report: note: {runs_dir} does not exist; the report will say there are no runs",
               file=sys.stderr)
     out = build_report(preset, runs_dir, args.out)
     print(out)
     return 0
+
+
+def _check_preset(preset: str, runs_dir: Path) -> None:
+    """A preset with neither a preset file (``notebooks/presets/``) nor a runs folder is a typo: exit 2 with the
+    choices, before any notebook starts. (A preset's ``+key=value`` folder counts as that preset's.)"""
+    from ..pipeline.grids import base_preset, list_presets, notebooks_dir
+    folders = sorted(p.name for p in runs_dir.glob("*") if p.is_dir()) if runs_dir.is_dir() else []
+    try:
+        declared = list_presets(notebooks_dir())
+    except UsageError:
+        declared = []
+    if preset in folders or base_preset(preset) in declared:
+        return
+    raise UsageError(f"unknown preset {preset!r}: no notebooks/presets/{preset}.yaml and no folder {runs_dir / preset}; "
+                     f"choose from: {', '.join(sorted(set(declared) | set(folders))) or '(none)'}")
 
 
 def configure_findings(parser: argparse.ArgumentParser) -> None:

@@ -17,11 +17,14 @@ import contextlib
 import copy
 import functools
 import itertools
+import json
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Mapping
 
 __all__ = ["Convention", "CONVENTIONS", "DEFAULT_CONVENTION", "check_convention", "ModelSpec", "measure",
-           "claim_specs", "relative_difference"]
+           "cache_dir", "claim_specs", "relative_difference"]
 
 
 DEFAULT_CONVENTION = "fvcore-default"
@@ -186,10 +189,81 @@ def measure(spec: ModelSpec) -> dict[str, dict[str, int]]:
 
     The model is built and traced once (eval mode, one image of ``spec.input_size``, one torch thread); each
     variant's strided blocks are counted alone (see the module docstring), each distinct variant of a block once.
-    Cached for the process, so the report's claims and its tables share one count per model.
+    Cached for the process, so the report's claims and its tables share one count per model, and on disk
+    (:func:`cache_dir`) under a key of the spec and the code that counts it (:func:`_code_key`), so a report over
+    unchanged code counts nothing again.
     """
+    path = _cache_path(spec)
+    if path is not None:
+        hit = _read_cached(path)
+        if hit is not None:
+            return hit
     with _threads(1):
-        return _measure(spec)
+        out = _measure(spec)
+    if path is not None:
+        with contextlib.suppress(OSError):
+            from .._io import atomic_write_text
+            path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(path, json.dumps(out, sort_keys=True))
+    return out
+
+
+def cache_dir() -> "Path | None":
+    """Where counts are cached: ``$ATTNREPRO_CACHE`` (``off`` turns the disk cache off), else
+    ``$XDG_CACHE_HOME/attnrepro`` or ``~/.cache/attnrepro``."""
+    env = os.environ.get("ATTNREPRO_CACHE")
+    if env is not None:
+        return None if env.strip().lower() in ("", "0", "off", "none") else Path(env)
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "attnrepro"
+
+
+@functools.lru_cache(maxsize=1)
+def _code_key() -> str:
+    """What a count depends on besides the spec: the code of config, models and modules (as the run records hash
+    it), of the FLOP counting and this module, any plugin files, and the torch and fvcore versions."""
+    import hashlib
+
+    import torch
+
+    from ..train.metrics import code_hashes
+    root = Path(__file__).resolve().parents[1]
+    h = hashlib.sha256()
+    code = code_hashes()
+    for g in ("config", "models", "modules"):
+        h.update(f"{g}={code[g]};".encode())
+    for f in (root / "flops.py", Path(__file__).resolve()):
+        h.update(f.read_bytes())
+    for f in filter(None, os.environ.get("ATTNREPRO_PLUGINS", "").split(os.pathsep)):
+        with contextlib.suppress(OSError):
+            h.update(Path(f).read_bytes())
+    try:
+        from importlib.metadata import version
+        fv = version("fvcore")
+    except Exception:  # noqa: BLE001
+        fv = "?"
+    h.update(f"torch={torch.__version__};fvcore={fv}".encode())
+    return h.hexdigest()[:20]
+
+
+def _cache_path(spec: ModelSpec) -> "Path | None":
+    d = cache_dir()
+    if d is None:
+        return None
+    import hashlib
+    key = hashlib.sha256(f"{spec!r}|{_code_key()}".encode()).hexdigest()[:24]
+    return d / "counts" / f"{key}.json"
+
+
+def _read_cached(path: Path) -> dict[str, dict[str, int]] | None:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    ok = isinstance(data, dict) and set(data) == {c.name for c in CONVENTIONS.values()} and all(
+        isinstance(v, dict) and set(v) == {"params", "macs"} and all(isinstance(x, int) for x in v.values())
+        for v in data.values())
+    return data if ok else None
 
 
 def _measure(spec: ModelSpec) -> dict[str, dict[str, int]]:

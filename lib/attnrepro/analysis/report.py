@@ -50,16 +50,18 @@ class Report:
                  bench_md: str | Path | None = None, claims_path: str | Path | None = None):
         self.runs_dir = Path(runs_dir)
         self.preset = preset
+        self.grids_dir = grids_dir
         self.bench_md = Path(bench_md) if bench_md else None
         self.runs = results.load_runs(self.runs_dir, preset, grids_dir=grids_dir)
         self.curves = results.load_curves(self.runs_dir, preset)
         self.radii = results.load_radii(self.runs_dir, preset)
         self.expected_from = "the seeds found (every variant of an ablation with every seed any variant has)"
         expected = None
-        if len(self.runs):
+        if len(self.runs) and "+" not in preset:   # a <preset>+<key>=<value> folder holds what its user ran
             expected = expected_runs(preset, results.ablations(self.runs), grids_dir)
             if expected is not None:
-                self.expected_from = f"the grids and preset {preset}.yaml (attnrepro.pipeline), and the seeds found"
+                self.expected_from = (f"the grids and preset {preset.split('+', 1)[0]}.yaml (attnrepro.pipeline), "
+                                      "and the seeds run")
         self.missing = results.missing_runs(self.runs, expected)
         self.spec = preset_spec(preset, grids_dir)
         self.claims_data = load_claims(claims_path)
@@ -119,11 +121,42 @@ class Report:
             paths.append(p)
         return paths
 
+    def config_differences(self, ablation: str | None = None) -> dict[str, str]:
+        """``{key: text}``: the run-config keys (other than the seed and keys outside the hash) in which runs differ
+        from what the grids and the preset declare for them, e.g. ``{"radius_init": "2.0 declared, 4.0 in 8 runs"}``
+        for a ``<preset>+radius_init=4.0`` folder. Empty when every run is what its preset declares (or the preset
+        cannot be expanded here)."""
+        if not len(self.runs):
+            return {}
+        from ..config import _NOT_HASHED
+        from .. import pipeline
+        runs = self.runs if ablation is None else self.runs[self.runs["ablation"] == ablation]
+        try:
+            declared = pipeline.expand(sorted(set(runs["ablation"])), pipeline.base_preset(self.preset),
+                                       nb_dir=self.grids_dir, seeds=sorted({int(s) for s in runs["seed"]}))
+        except Exception:  # noqa: BLE001 - an unknown preset or a grid that no longer validates: nothing to compare
+            return {}
+        want = {(r.ablation, r.variant, r.seed): r.config.to_dict() for r in declared}
+        seen: dict[str, dict[tuple, int]] = {}
+        for row in runs.itertuples():
+            w = want.get((row.ablation, row.variant, int(row.seed)))
+            cfg = row.config if isinstance(row.config, dict) else {}
+            if w is None or not cfg:
+                continue
+            for k, v in cfg.items():
+                if k in _NOT_HASHED or k == "seed" or k not in w or w[k] == v:
+                    continue
+                key = (repr(w[k]), repr(v))
+                seen.setdefault(k, {})[key] = seen.setdefault(k, {}).get(key, 0) + 1
+        return {k: "; ".join(f"{a} declared, {b} in {n} run(s)" for (a, b), n in sorted(vals.items()))
+                for k, vals in sorted(seen.items())}
+
     # ------------------------------------------------------------------ sections
     def _counts(self) -> dict[str, int]:
         s = self.runs["status"] if len(self.runs) else pd.Series(dtype=str)
         return {"found": len(self.runs), "finished": int((s == "finished").sum()), "failed": int((s == "failed").sum()),
-                "incomplete": int((s == "incomplete").sum()), "missing": len(self.missing)}
+                "incomplete": int((s == "incomplete").sum()), "missing": len(self.missing),
+                **({"corrupt": int((s == "corrupt").sum())} if (s == "corrupt").any() else {})}
 
     def problem_runs(self) -> pd.DataFrame:
         """Failed, incomplete and missing runs with their reasons."""
@@ -208,8 +241,9 @@ def preset_spec(preset: str, grids_dir: str | Path | None = None) -> AnalysisSpe
     from ..errors import UsageError
     from ..pipeline.grids import load_preset, notebooks_dir
 
+    from ..pipeline.grids import base_preset
     try:
-        return load_preset(notebooks_dir(grids_dir), preset)["analysis_spec"]
+        return load_preset(notebooks_dir(grids_dir), base_preset(preset))["analysis_spec"]
     except UsageError:
         return AnalysisSpec()
 
@@ -217,15 +251,16 @@ def preset_spec(preset: str, grids_dir: str | Path | None = None) -> AnalysisSpe
 def expected_runs(preset: str, ablations: Iterable[str], grids_dir: str | Path | None = None
                   ) -> pd.DataFrame | None:
     """``preset, ablation, variant, seed`` of the runs the grids and the preset call for, from
-    :func:`attnrepro.pipeline.expand` (without CLI overrides); None when that cannot be worked out (an unknown
-    preset or ablation, a grid that does not validate, no pipeline)."""
+    :func:`attnrepro.pipeline.expand` (without CLI overrides: a ``<preset>+<key>=<value>`` folder expects what its
+    preset does); None when that cannot be worked out (an unknown preset or ablation, a grid that does not
+    validate, no pipeline)."""
     try:
         from .. import pipeline
 
-        runs = pipeline.expand(list(ablations), preset, nb_dir=grids_dir)
+        runs = pipeline.expand(list(ablations), pipeline.base_preset(preset), nb_dir=grids_dir)
     except Exception:  # noqa: BLE001 - the report then infers what is expected from the runs found
         return None
-    return pd.DataFrame([{"preset": r.preset, "ablation": r.ablation, "variant": r.variant, "seed": int(r.seed)}
+    return pd.DataFrame([{"preset": preset, "ablation": r.ablation, "variant": r.variant, "seed": int(r.seed)}
                          for r in runs], columns=["preset", "ablation", "variant", "seed"])
 
 

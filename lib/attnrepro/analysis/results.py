@@ -32,6 +32,8 @@ from typing import Any, Mapping
 
 import pandas as pd
 
+from ..records import config_disagreement, reuse_origin
+
 from .stats import TInterval, t_interval
 
 __all__ = [
@@ -44,7 +46,7 @@ __all__ = [
 RUN_FILES = ("variant.json", "config.json", "metrics.json", "metrics.jsonl")
 
 
-STATUSES = ("finished", "failed", "incomplete", "missing")
+STATUSES = ("finished", "failed", "incomplete", "missing", "corrupt")
 
 
 _FOLDER_RE = re.compile(r"^(?P<variant>.+)-s(?P<seed>\d+)$")
@@ -163,6 +165,8 @@ def load_runs(runs_dir: str | Path, preset: str | None = None, *, grids_dir: str
                 status = "failed"
             if status == "failed" and not reason:
                 reason = "failed (no reason recorded)"
+            if (bad := config_disagreement(d, met)) is not None:
+                status, reason = "corrupt", bad
             cfg = cfg or dict(met.get("config") or {})
         else:
             met = {}
@@ -192,6 +196,8 @@ def load_runs(runs_dir: str | Path, preset: str | None = None, *, grids_dir: str
         if row["git_commit"] and env.get("git_dirty"):
             row["git_commit"] = f"{row['git_commit']} (with uncommitted changes)"
         row["reused_from"] = met.get("reused_from") or (vj.get("reused_from") if isinstance(vj, dict) else None)
+        if met.get("reused_from") and reuse_origin(d, runs_dir)[1] is not None:
+            row["reused_from"] = None      # the folder it names holds another config now: this copy counts here
         row["written"] = _written(d, met)
         row["config"] = {k: v for k, v in cfg.items() if k != "config_hash"}
         row["radius"] = met.get("radius") or last.get("radius") or {}
@@ -208,6 +214,45 @@ def load_runs(runs_dir: str | Path, preset: str | None = None, *, grids_dir: str
     order = sorted(range(len(df)), key=lambda i: (df["preset"].iat[i], df["ablation"].iat[i],
                                                     natural_key(df["variant"].iat[i]), df["seed"].iat[i]))
     return df.iloc[order].reset_index(drop=True)
+
+
+def training_code(runs_dir: str | Path, preset: str | None = None) -> dict[str, dict[str, str]]:
+    """``{run path: {group: hash}}``: the training-code hashes each run's ``metrics.json`` records (``env.code``,
+    :func:`attnrepro.train.metrics.code_hashes`); a run that records none maps to ``{}``. Reused runs count once, under
+    the folder that trained them."""
+    runs_dir = Path(runs_dir)
+    out: dict[str, dict[str, str]] = {}
+    for d in _run_dirs(runs_dir, preset):
+        met, _ = _read_json(d / "metrics.json")
+        if not isinstance(met, dict) or met.get("status") != "finished" or met.get("reused_from"):
+            continue
+        code = (met.get("env") or {}).get("code")
+        out[str(d.relative_to(runs_dir))] = dict(code) if isinstance(code, dict) else {}
+    return out
+
+
+def training_code_text(code: Mapping[str, Mapping[str, str]]) -> str:
+    """One line for the report's provenance: "same training code in all N runs", or the groups whose code differs
+    between runs (with how many runs have each version), or how many runs record no code hashes."""
+    if not code:
+        return "—"
+    recorded = {p: c for p, c in code.items() if c}
+    missing = len(code) - len(recorded)
+    note = f"; {missing} run(s) record no code hashes (made before records carried them)" if missing else ""
+    if not recorded:
+        return f"not recorded: none of the {len(code)} trained runs carries code hashes"
+    groups = sorted({g for c in recorded.values() for g in c})
+    differ = []
+    for g in groups:
+        versions: dict[str, int] = {}
+        for c in recorded.values():
+            versions[c.get(g, "?")] = versions.get(c.get(g, "?"), 0) + 1
+        if len(versions) > 1:
+            differ.append(f"{g} ({len(versions)} versions: " +
+                          ", ".join(f"{h} in {n}" for h, n in sorted(versions.items(), key=lambda kv: -kv[1])) + ")")
+    if not differ:
+        return f"same training code in all {len(recorded)} trained run(s) ({', '.join(groups)}){note}"
+    return f"the training code differs between runs in {'; '.join(differ)}{note}"
 
 
 def _written(d: Path, met: Mapping) -> str | None:
@@ -288,20 +333,27 @@ def missing_runs(runs: pd.DataFrame, expected: pd.DataFrame | None = None) -> pd
         expected: optional frame ``preset, ablation, variant, seed`` of the runs the grids call for (the pipeline's
             expansion); only ablations with at least one run folder are checked against it.
 
-    Without ``expected``, or on top of it: every variant of an ablation is expected with every seed any variant of
-    that ablation has.
+    An ablation that ``expected`` covers expects exactly those runs: seeds run beyond the preset's (``attnrepro run
+    --seeds``) are used where they are, and expected of no other variant. An ablation it does not cover (or no
+    ``expected``) expects every variant with every seed any variant of that ablation has.
     """
     cols = ["preset", "ablation", "variant", "seed", "status", "reason"]
     rows: dict[tuple, dict] = {}
     if len(runs):
         have = set(zip(runs["preset"], runs["ablation"], runs["variant"], runs["seed"].astype(int)))
+        covered: set = set()
         if expected is not None and len(expected):
             present = set(zip(runs["preset"], runs["ablation"]))
             for r in expected.itertuples():
                 key = (r.preset, r.ablation, str(r.variant), int(r.seed))
-                if (r.preset, r.ablation) in present and key not in have:
-                    rows[key] = {"reason": f"no run folder {r.variant}-s{int(r.seed)} (the grid and preset expect it)"}
+                if (r.preset, r.ablation) in present:
+                    covered.add((r.preset, r.ablation))
+                    if key not in have:
+                        rows[key] = {"reason": f"no run folder {r.variant}-s{int(r.seed)} "
+                                               "(the grid and preset expect it)"}
         for (preset, ablation), sub in runs.groupby(["preset", "ablation"], sort=False):
+            if (preset, ablation) in covered:
+                continue
             seeds = sorted(set(sub["seed"].astype(int)))
             for variant, vs in sub.groupby("variant", sort=False):
                 for s in seeds:

@@ -187,6 +187,9 @@ def provenance_items(rep, header: bool = True) -> list:
     r = rep.runs
     if len(r):
         rows += [("runs' code (git)", _counts_text(r["git_commit"])),
+                 ("training code", results.training_code_text(results.training_code(rep.runs_dir, rep.preset))),
+                 ("config keys unlike the preset's", "; ".join(f"{k}: {v}" for k, v in
+                                                             rep.config_differences().items()) or "none"),
                  ("runs written", f"{r['written'].dropna().min()} … {r['written'].dropna().max()}"),
                  ("environment", _counts_text(r.apply(
                      lambda x: f"python {x['python']}, torch {x['torch']}, torchvision {x['torchvision']}"
@@ -220,7 +223,11 @@ def ablation_items(rep, ablation: str) -> list:
         return items
     ref = results.reference_variant(rep.runs, ablation)
     varied = sorted({k for v in rep.runs[rep.runs["ablation"] == ablation]["varied"] for k in (v or {})})
-    items.append(HTML(f"<p>{html.escape(text)} Varied: {html.escape(', '.join(varied) or '—')}. Reference "
+    differs = rep.config_differences(ablation)
+    also = (" Also set for every run, unlike the preset declares: " +
+            "; ".join(f"{k} ({v})" for k, v in differs.items()) + ".") if differs else ""
+    items.append(HTML(f"<p>{html.escape(text)} Varied: {html.escape(', '.join(varied) or '—')}."
+                      f"<b>{html.escape(also)}</b> Reference "
                       f"variant: <b>{html.escape(ref or 'none marked: no deltas')}</b>. Best value per "
                       "column in bold (top-1, Δ, images/s: highest; params, MACs: lowest).</p>"))
     items.append(bold_best(*display_table(table)))

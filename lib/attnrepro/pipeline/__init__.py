@@ -95,14 +95,15 @@ arguments for several machines; then start the same ``attnrepro train`` command 
 ``attnrepro run baseline --preset imagenet -p data_dir /data/imagenet -p nproc_per_node 8``.
 """
 from .execution import KERNEL_NAME, KERNEL_START_ATTEMPTS, ensure_kernel, execute, run_all, summary_table
-from .grids import (RUNNER_KEYS, Run, default_runs_dir, expand, grid_variants, list_ablations, list_presets,
+from .grids import (RUNNER_KEYS, Run, base_preset, default_runs_dir, expand, grid_variants, list_ablations, list_presets,
                     load_grid, load_preset, notebook_parameters, notebooks_dir, resolve_stages, split_overrides)
 from .preflight import check_runs, run_problems
-from .runstate import find_twin, plan, record_twin_failure, reuse, run_state
+from .runstate import find_twin, plan, protected, record_twin_failure, reuse, reuse_origin, run_state
 
 __all__ = [
     "KERNEL_NAME", "KERNEL_START_ATTEMPTS", "RUNNER_KEYS", "Run", "notebooks_dir", "default_runs_dir",
     "list_ablations", "list_presets", "load_grid", "load_preset", "grid_variants", "resolve_stages",
     "notebook_parameters", "split_overrides", "expand", "check_runs", "run_problems", "run_state", "plan",
-    "find_twin", "reuse", "record_twin_failure", "ensure_kernel", "execute", "run_all", "summary_table",
+    "find_twin", "reuse", "record_twin_failure", "protected", "reuse_origin", "base_preset", "ensure_kernel",
+    "execute", "run_all", "summary_table",
 ]

@@ -8,9 +8,17 @@ from .._io import read_json
 from ..cli import add_overrides
 from .execution import run_all, summary_table
 from .grids import expand, grid_variants, list_ablations, list_presets, load_grid, load_preset, notebooks_dir
-from .runstate import run_state
+from .runstate import reuse_origin, run_state
 
 __all__ = ["configure_run", "run_run", "configure_list", "run_list"]
+
+
+def _selection(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--seeds", default=None, metavar="S,S",
+                        help="these seeds instead of the preset's, e.g. 5,6 (added to the preset's folders; the "
+                             "reference's matching seeds are run too, since deltas pair by seed)")
+    parser.add_argument("--variants", default=None, metavar="V,V",
+                        help="only these variants, e.g. none,se (each ablation's reference is added)")
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -27,16 +35,33 @@ def configure_run(parser: argparse.ArgumentParser) -> None:
     add_overrides(parser)
     parser.add_argument("--jobs", "-j", type=int, default=None,
                         help="notebooks executed at once (default: the preset's jobs, else 1)")
-    parser.add_argument("--force", action="store_true", help="re-run finished runs too")
+    parser.add_argument("--force", action="store_true", help="re-run finished runs too (and replace records of "
+                        "another config)")
+    parser.add_argument("--replace", action="store_true",
+                        help="replace the records of folders that hold another config's finished run (the grid or "
+                             "preset changed) or a corrupt record; finished runs of their config are still skipped. "
+                             "Never needed for -p: hashed overrides go to runs/<preset>+<key>=<value>/")
+    _selection(parser)
     _common(parser)
 
 
 def run_run(args: argparse.Namespace) -> int:
-    runs = expand(args.ablations, args.preset, args.param, nb_dir=args.notebooks_dir, runs_dir=args.runs_dir)
+    runs = expand(args.ablations, args.preset, args.param, nb_dir=args.notebooks_dir, runs_dir=args.runs_dir,
+                  seeds=args.seeds, variants=args.variants)
     jobs = args.jobs if args.jobs is not None else load_preset(notebooks_dir(args.notebooks_dir), args.preset)["jobs"]
-    results = run_all(runs, jobs=jobs, force=args.force)
+    try:
+        results = run_all(runs, jobs=jobs, force=args.force, replace=args.replace)
+    except KeyboardInterrupt:
+        done = sum(1 for r in runs if run_state(r) == "finished")
+        print(f"\nattnrepro run: interrupted; {done} of {len(runs)} run(s) are finished and kept, an interrupted "
+              "run resumes from its checkpoint on the next attnrepro run", file=sys.stderr)
+        return 130
     failed = [r for r in results if r["status"] == "failed"]
     print(summary_table(results))
+    if runs and runs[0].overrides:
+        print(f"-p {' '.join(f'{k}={v}' for k, v in runs[0].overrides.items())} changes the configs: these runs are "
+              f"in {runs[0].out_dir.parent.parent} (the preset's own records are not touched); report them with "
+              f"attnrepro report --preset {runs[0].preset}", file=sys.stderr)
     if failed:
         print(f"{len(failed)} of {len(results)} run(s) failed; see their log.txt and notebook.ipynb",
               file=sys.stderr)
@@ -49,6 +74,9 @@ def configure_list(parser: argparse.ArgumentParser) -> None:
                         help="with --preset: show the runs these ablations expand to and their state")
     parser.add_argument("--preset", default=None, help="preset to expand the grids with")
     add_overrides(parser)
+    _selection(parser)
+    parser.add_argument("--papermill", action="store_true",
+                        help="print, for each run, the papermill command that executes its notebook by hand")
     _common(parser)
 
 
@@ -66,13 +94,36 @@ def run_list(args: argparse.Namespace) -> int:
             print(f"  {p:<12} seeds {d['seeds']!s:<10} {d.get('description', '')}")
         return 0
     preset = args.preset or "smoke"
-    runs = expand(args.ablations or list_ablations(nbd), preset, args.param, nb_dir=nbd, runs_dir=args.runs_dir)
+    runs = expand(args.ablations or list_ablations(nbd), preset, args.param, nb_dir=nbd, runs_dir=args.runs_dir,
+                  seeds=args.seeds, variants=args.variants)
+    if args.papermill:
+        for r in runs:
+            print(papermill_command(r))
+        return 0
+    if runs and runs[0].overrides:
+        print(f"# -p {' '.join(f'{k}={v}' for k, v in runs[0].overrides.items())}: runs in "
+              f"{runs[0].out_dir.parent.parent}")
     w = max(len(r.name) for r in runs)
     for r in runs:
         params = " ".join(f"{k}={v}" for k, v in r.params.items())
         ref = " (reference)" if r.variant == r.reference else ""
-        info = read_json(r.out_dir / "variant.json") or {}
-        reused = f" (reused from {info['reused_from']})" if info.get("reused_from") and run_state(r) == "finished" \
-            else ""
-        print(f"{r.name:<{w}}  {run_state(r):<10}  {r.config.hash()}  {params}{ref}{reused}")
+        state = run_state(r)
+        reused = ""
+        if state == "finished":
+            origin, broken = reuse_origin(r.out_dir, r.out_dir.parents[2])
+            if origin:
+                reused = f" (reused from {origin}" + (f"; link broken: {broken})" if broken else ")")
+        print(f"{r.name:<{w}}  {state:<10}  {r.config.hash()}  {params}{ref}{reused}")
     return 0
+
+
+def papermill_command(run) -> str:
+    """The shell command that executes ``run``'s notebook by hand, as the pipeline does (without its locks, reuse
+    or failure records): every run-config key and notebook option as one YAML mapping (``-y``), kernel ``attnrepro``.
+    Run it from the repository root, as the pipeline runs its notebooks."""
+    import shlex
+    import yaml
+    params = {**run.config.to_dict(), **run.options, "out_dir": str(run.out_dir)}
+    text = yaml.safe_dump(params, default_flow_style=True, sort_keys=False, width=10**6).strip()
+    return shlex.join(["papermill", str(run.notebook), str(run.out_dir / "notebook.ipynb"), "-k", "attnrepro",
+                       "-y", text])

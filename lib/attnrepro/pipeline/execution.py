@@ -20,7 +20,7 @@ from . import preflight
 from .grids import Run
 from .preflight import check_runs
 from .runstate import (_clear_dir, _failure_reason, _finished_with, _record_failure, _run_locks, _summary_of,
-                       _write_json, find_twin, plan, record_twin_failure, reuse, run_state)
+                       _write_json, find_twin, plan, protected, record_twin_failure, reuse, run_state)
 
 __all__ = ["KERNEL_NAME", "KERNEL_START_ATTEMPTS", "ensure_kernel", "execute", "run_all", "summary_table"]
 
@@ -49,6 +49,10 @@ def ensure_kernel(name: str = KERNEL_NAME) -> str:
                          f"with: {sys.executable} -m ipykernel install --sys-prefix --name {name}") from None
     return name
 
+
+#: the kernel's own log (not the notebook's output, which goes to log.txt): no start-up chatter, and no traceback
+#: on the terminal when Ctrl-C closes the kernel's sockets under a reply it is sending
+KERNEL_LOG_LEVEL = "--IPKernelApp.log_level=CRITICAL"
 
 #: how often a kernel that dies before it answers is started again (it has run no cell, so this is safe)
 KERNEL_START_ATTEMPTS = 3
@@ -85,7 +89,9 @@ def _papermill(run: Run, kernel_name: str, start_timeout: int) -> None:
     import papermill as pm
     logging.getLogger("papermill").setLevel(logging.ERROR)
     params = {**run.config.to_dict(), **run.options, "out_dir": str(run.out_dir.resolve())}
-    with open(run.out_dir / "log.txt", "w") as log:
+    with open(run.out_dir / "log.txt", "a") as log:     # appended: a resumed run keeps its earlier attempts' lines
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
+        print(f"attnrepro: attempt started {stamp} (config {run.config.hash()})", file=log, flush=True)
         for attempt in range(1, KERNEL_START_ATTEMPTS + 1):
             try:
                 with _kernel_config() as config:
@@ -93,7 +99,7 @@ def _papermill(run: Run, kernel_name: str, start_timeout: int) -> None:
                                         kernel_name=kernel_name, progress_bar=False, log_output=False,
                                         stdout_file=log, stderr_file=log, start_timeout=start_timeout,
                                         cwd=os.getcwd(), config=config,
-                                        extra_arguments=["--IPKernelApp.log_level=ERROR"])  # no start-up chatter
+                                        extra_arguments=[KERNEL_LOG_LEVEL])
                 return
             except RuntimeError as e:
                 if not _kernel_died_at_start(e):
@@ -122,6 +128,8 @@ def execute(run: Run, *, force: bool = False, kernel_name: str = KERNEL_NAME, st
         state = run_state(run)
         if state == "finished" and not force:
             return {**summary, **_summary_of(run, "skipped")}
+        if not force and (why := protected(run)) is not None:
+            raise UsageError(f"{run.name}: {why}; not replaced (attnrepro run --replace replaces it)")
         src = None
         if isinstance(reuse_from, Path):
             src = reuse_from if _finished_with(reuse_from, run.config.hash()) is not None else None
@@ -130,7 +138,7 @@ def execute(run: Run, *, force: bool = False, kernel_name: str = KERNEL_NAME, st
         if src is not None:
             reuse(run, src)
             return {**summary, **_summary_of(run, "reused")}
-        if state == "stale" or force:
+        if state in ("stale", "corrupt") or force:
             _clear_dir(run.out_dir)
         run.out_dir.mkdir(parents=True, exist_ok=True)
         with contextlib.suppress(FileNotFoundError):
@@ -142,7 +150,8 @@ def execute(run: Run, *, force: bool = False, kernel_name: str = KERNEL_NAME, st
             _papermill(run, kernel_name, start_timeout)
         except BaseException as e:  # noqa: BLE001 - a kernel death or a cell error is a failed run, not a crash
             if isinstance(e, KeyboardInterrupt):
-                _record_failure(run, "interrupted", started)
+                if _finished_with(run.out_dir, run.config.hash()) is None:   # training done: it stays finished
+                    _record_failure(run, "interrupted (Ctrl-C); the next attnrepro run resumes it", started)
                 raise
             _record_failure(run, _failure_reason(e), started)
             return {**summary, **_summary_of(run, "failed")}
@@ -213,21 +222,35 @@ def _make_pool(workers: int, envs: dict[int, dict]) -> cf.Executor:
 
 
 def run_all(runs: Sequence[Run], *, jobs: int = 1, force: bool = False, kernel_name: str = KERNEL_NAME,
-            progress: bool = True) -> list[dict]:
+            progress: bool = True, replace: bool = False) -> list[dict]:
     """Execute ``runs`` (skipping finished ones unless ``force``); returns one summary dict per run.
 
     Before anything starts, every run that will train is checked (:func:`check_runs`); a problem raises
-    :class:`UsageError` and nothing starts. Runs with the same config train once (:func:`plan`, :func:`reuse`).
+    :class:`UsageError` and nothing starts. So does a folder holding a record this would replace (a finished run of
+    another config, or a corrupt record: :func:`protected`), unless ``replace`` (those folders are emptied once the
+    checks have passed, and train this config; finished runs of their config are still skipped) or ``force`` (every
+    run trains again). Runs with the same config train once (:func:`plan`, :func:`reuse`).
     """
     from tqdm.auto import tqdm
     if jobs < 1:
         raise UsageError(f"--jobs {jobs}: must be >= 1")
+    held = [] if force else [(r, why) for r in runs if (why := protected(r)) is not None]
+    if held and not replace:
+        lines = "\n".join(f"  {r.out_dir}: {why}" for r, why in held[:10])
+        more = f"\n  ... and {len(held) - 10} more" if len(held) > 10 else ""
+        raise UsageError(f"{len(held)} run folder(s) hold records this command would replace:\n{lines}{more}\n"
+                         "nothing was run. Did the preset or a grid change? To replace those records: attnrepro "
+                         "run ... --replace (--force re-runs everything); to keep them: --runs-dir DIR")
     firsts, waiting = plan(runs, force=force)
     todo = {r.name for r in firsts} | {r.name for ws in waiting.values() for r in ws}
     results = {r.name: {"run": r.name, "ablation": r.ablation, "variant": r.variant, "seed": r.seed,
                         **_summary_of(r, "skipped")} for r in runs if r.name not in todo}
     will_train = [r for r in firsts if force or find_twin(r) is None]
     check_runs(will_train, jobs=jobs)
+    for r, _ in held:                       # asked for (--replace), and every check has passed
+        with _run_locks(r):
+            if protected(r) is not None:
+                _clear_dir(r.out_dir)
     if results:
         print(f"{len(results)} run(s) up to date (skipped), {len(todo)} to run", file=sys.stderr, flush=True)
     if will_train:

@@ -13,12 +13,13 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import yaml
 
-from ..config import KEYS, ConfigError, RunConfig, check_keys, coerce, num_stages
+from ..config import _NOT_HASHED, KEYS, ConfigError, RunConfig, check_keys, coerce, num_stages
 from ..design import analysis_spec
 from ..errors import UsageError
 
 __all__ = ["Run", "RUNNER_KEYS", "notebooks_dir", "default_runs_dir", "list_ablations", "list_presets", "load_grid",
-           "load_preset", "grid_variants", "resolve_stages", "notebook_parameters", "split_overrides", "expand"]
+           "load_preset", "grid_variants", "resolve_stages", "notebook_parameters", "split_overrides", "expand",
+           "base_preset", "override_folder"]
 
 
 RUNNER_KEYS = ("out_dir",)  # notebook parameters the runner always sets (besides every run-config key)
@@ -197,6 +198,7 @@ class Run:
     notebook: Path
     out_dir: Path
     options: dict           # notebook options (non-config parameters)
+    overrides: dict = dataclasses.field(default_factory=dict)   # hashed `-p` keys that made this a preset+... folder
 
     @property
     def name(self) -> str:
@@ -209,7 +211,8 @@ class Run:
     def variant_info(self) -> dict:
         return {"ablation": self.ablation, "variant": self.variant, "seed": self.seed, "preset": self.preset,
                 "reference": self.reference, "is_reference": self.variant == self.reference,
-                "params": self.params, "notebook": self.notebook.name, "config_hash": self.config.hash()}
+                "params": self.params, "notebook": self.notebook.name, "config_hash": self.config.hash(),
+                **({"overrides": self.overrides} if self.overrides else {})}
 
 
 def notebook_parameters(path: Path) -> dict[str, dict]:
@@ -251,9 +254,76 @@ def split_overrides(pairs: Sequence[Sequence[str]], option_names: Iterable[str])
     return cfg, opts
 
 
+def base_preset(name: str) -> str:
+    """The preset a runs folder belongs to: ``smoke+radius_init=4`` -> ``smoke`` (see :func:`override_folder`)."""
+    return name.split("+", 1)[0]
+
+
+def _value_text(v: Any) -> str:
+    if isinstance(v, (list, tuple)):
+        return "_".join(_value_text(x) for x in v) or "empty"
+    return str(v)
+
+
+#: the longest ``+key=value...`` suffix written out; a longer one becomes ``+o<hash>``
+_SUFFIX_MAX = 60
+
+
+def override_folder(preset: str, overrides: Mapping[str, Any]) -> str:
+    """The runs folder of ``preset`` under hashed ``-p`` overrides: ``<preset>+<key>=<value>...`` (keys sorted), or
+    ``<preset>+o<hash>`` when that would be long or not a plain folder name. Its runs never share a folder with the
+    preset's own runs, so an override can never replace a finished run of the preset."""
+    if not overrides:
+        return preset
+    items = sorted(overrides.items())
+    suffix = "+".join(f"{k}={_value_text(v)}" for k, v in items)
+    if len(suffix) > _SUFFIX_MAX or not re.fullmatch(r"[A-Za-z0-9_.=+-]+", suffix):
+        import hashlib
+        import json
+        suffix = "o" + hashlib.sha256(json.dumps(items, sort_keys=True, default=str).encode()).hexdigest()[:10]
+    return f"{preset}+{suffix}"
+
+
+def _parse_seeds(seeds: Sequence[int] | str | None) -> list[int] | None:
+    if seeds is None:
+        return None
+    if isinstance(seeds, str):
+        try:
+            seeds = [int(s) for s in seeds.replace(" ", "").split(",") if s != ""]
+        except ValueError:
+            raise UsageError(f"--seeds {seeds!r}: give seeds as integers separated by commas, e.g. 5,6") from None
+    seeds = list(dict.fromkeys(seeds))
+    bad = [s for s in seeds if not isinstance(s, int) or isinstance(s, bool) or s < 0]
+    if not seeds or bad:
+        raise UsageError(f"--seeds {seeds!r}: give one or more integers >= 0, e.g. 5,6")
+    return seeds
+
+
+def _parse_variants(variants: Sequence[str] | str | None) -> list[str] | None:
+    if variants is None:
+        return None
+    if isinstance(variants, str):
+        variants = [v.strip() for v in variants.split(",") if v.strip()]
+    variants = list(dict.fromkeys(variants))
+    if not variants:
+        raise UsageError("--variants: name one or more variants, e.g. none,se")
+    return variants
+
+
 def expand(ablations: Sequence[str], preset: str, overrides: Sequence[Sequence[str]] | Mapping[str, Any] = (),
-           *, nb_dir: str | os.PathLike | None = None, runs_dir: str | os.PathLike | None = None) -> list[Run]:
-    """Every run of ``ablations`` under ``preset`` with ``overrides`` (``-p`` pairs or a dict), all validated."""
+           *, nb_dir: str | os.PathLike | None = None, runs_dir: str | os.PathLike | None = None,
+           seeds: Sequence[int] | str | None = None, variants: Sequence[str] | str | None = None) -> list[Run]:
+    """Every run of ``ablations`` under ``preset`` with ``overrides`` (``-p`` pairs or a dict), all validated.
+
+    Args:
+        seeds: run these seeds instead of the preset's (``--seeds``).
+        variants: run only these variants (``--variants``); each ablation's reference is added, since its deltas
+            pair by seed. A name that is not a variant of any of the ablations raises :class:`UsageError`.
+
+    ``-p seed`` is refused (use ``seeds``). When an override of a key in the config hash changes any run's config,
+    every run of the call goes to ``<runs>/<preset>+<key>=<value>.../`` (:func:`override_folder`) instead of
+    ``<runs>/<preset>/``: the preset's own records are never touched by an override.
+    """
     nbd = notebooks_dir(nb_dir)
     rdir = Path(runs_dir) if runs_dir is not None else default_runs_dir()
     if not ablations:
@@ -263,7 +333,14 @@ def expand(ablations: Sequence[str], preset: str, overrides: Sequence[Sequence[s
     declared = {a: notebook_parameters(nbd / f"{a}.ipynb") for a in grids}
     option_names = set().union(*(set(d) - set(KEYS) for d in declared.values()))
     pairs = list(overrides.items()) if isinstance(overrides, Mapping) else [tuple(p) for p in overrides]
+    if any(k in ("seed", "seeds") for k, _ in pairs):
+        raise UsageError("-p seed is not an override: use --seeds 5,6 (runs those seeds of every variant named, "
+                         "with the reference's matching seeds, in the preset's own folders)")
     cfg_over, opt_over = split_overrides(pairs, option_names)
+    seed_list = _parse_seeds(seeds)
+    only_variants = _parse_variants(variants)
+    hashed = sorted(k for k in cfg_over if k not in _NOT_HASHED)
+    changed = False
     for k in pre["options"]:
         if k not in option_names:
             raise ConfigError(f"preset {preset}.yaml: options.{k} is not a parameter of any of the notebooks "
@@ -278,6 +355,7 @@ def expand(ablations: Sequence[str], preset: str, overrides: Sequence[Sequence[s
                               f"choose from: {', '.join(list_ablations(nbd))}")
 
     runs: list[Run] = []
+    unknown_variants = set(only_variants or ())
     for abl, grid in grids.items():
         where = f"grid {abl}.yaml"
         variants = grid_variants(grid, where)
@@ -295,6 +373,12 @@ def expand(ablations: Sequence[str], preset: str, overrides: Sequence[Sequence[s
         reference = grid.get("reference")
         if reference is not None and reference not in grid_variants(grid, where) and reference not in variants:
             raise ConfigError(f"{where}: reference {reference!r} is not a variant; variants: {', '.join(variants)}")
+        if only_variants is not None:
+            unknown_variants -= set(variants)
+            keep = [v for v in variants if v in only_variants or v == reference]
+            if not any(v in only_variants for v in variants):
+                keep = []                        # none of this ablation's variants named: nothing of it runs
+            variants = {v: variants[v] for v in keep}
         for c in pre["analysis_spec"].family or ():
             missing = [v for v in (c.variant, c.reference) if c.ablation == abl and v not in variants]
             if missing:
@@ -303,7 +387,7 @@ def expand(ablations: Sequence[str], preset: str, overrides: Sequence[Sequence[s
         decl = declared[abl]
         opts = {k: _coerce_option(k, v, decl) for k, v in {**pre["options"], **opt_over}.items() if k in decl}
         for vname, vkeys in variants.items():
-            for seed in pre["seeds"]:
+            for seed in (seed_list or pre["seeds"]):
                 merged: dict[str, Any] = {}
                 for layer, src in ((pre["base"], f"preset {preset}.yaml: base"), (grid["base"], f"{where}: base"),
                                    (_check_mapping(pa.get("base"), f"preset {preset}.yaml: ablations.{abl}.base"),
@@ -321,8 +405,40 @@ def expand(ablations: Sequence[str], preset: str, overrides: Sequence[Sequence[s
                     cfg = RunConfig.from_dict(merged)
                 except ConfigError as e:
                     raise ConfigError(f"{abl}/{vname} (preset {preset}, seed {seed}): {e}") from None
+                if hashed and not changed:     # does an override change what this run trains?
+                    changed = _without(merged, hashed, pre, grid, pa, vkeys, seed).hash() != cfg.hash()
                 params = {k: getattr(cfg, k) for k in vkeys}
                 runs.append(Run(preset=preset, ablation=abl, variant=vname, seed=seed, config=cfg, params=params,
                                 reference=reference, notebook=nbd / f"{abl}.ipynb",
                                 out_dir=rdir / preset / abl / f"{vname}-s{seed}", options=opts))
+    if unknown_variants:
+        raise UsageError(f"--variants: {', '.join(sorted(unknown_variants))} is not a variant of "
+                         f"{', '.join(grids)} under preset {preset}; variants: "
+                         f"{', '.join(_all_variant_names(grids, pre, preset))}")
+    if hashed and changed:
+        folder = override_folder(preset, {k: cfg_over[k] for k in hashed})
+        for r in runs:
+            r.preset, r.overrides = folder, {k: getattr(r.config, k) for k in hashed}
+            r.out_dir = rdir / folder / r.ablation / r.out_dir.name
     return runs
+
+
+def _without(merged: Mapping, hashed: Sequence[str], pre: Mapping, grid: Mapping, pa: Mapping, vkeys: Mapping,
+             seed: int) -> RunConfig:
+    """The run's config without the ``-p`` layer (each overridden key back to what the lower layers say)."""
+    d = {k: v for k, v in merged.items() if k not in hashed}
+    for layer in (pre["base"], grid["base"], pa.get("base") or {}, vkeys, {"seed": seed}):
+        d.update({k: v for k, v in layer.items() if k in hashed})
+    d["stages"] = resolve_stages(d.get("stages"), d.get("model", RunConfig.model))
+    return RunConfig.from_dict(d)
+
+
+def _all_variant_names(grids: Mapping[str, dict], pre: Mapping, preset: str) -> list[str]:
+    out: dict[str, None] = {}
+    for abl, grid in grids.items():
+        vs = dict(grid_variants(grid, f"grid {abl}.yaml"))
+        pa = pre["ablations"].get(abl, {})
+        vs.update(pa.get("variants") or {})
+        only = pa.get("only")
+        out.update(dict.fromkeys(only if only is not None else vs))
+    return list(out)

@@ -13,9 +13,10 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from .._io import atomic_write, atomic_write_text, held_lock, read_json
-from .grids import Run
+from ..records import config_disagreement, reuse_origin
+from .grids import Run, base_preset
 
-__all__ = ["run_state", "plan", "find_twin", "reuse", "record_twin_failure"]
+__all__ = ["run_state", "plan", "find_twin", "reuse", "record_twin_failure", "protected", "reuse_origin"]
 
 
 def _write_json(path: Path, data: Any) -> None:
@@ -24,9 +25,12 @@ def _write_json(path: Path, data: Any) -> None:
 
 def run_state(run: Run) -> str:
     """``new`` (nothing there), ``finished`` (this config finished), ``failed`` (this config failed),
-    ``stale`` (the folder holds another config), ``incomplete`` (this config, no final status)."""
+    ``stale`` (the folder holds another config), ``incomplete`` (this config, no final status), ``corrupt``
+    (``config.json`` disagrees with ``metrics.json``: see :func:`attnrepro.records.config_disagreement`)."""
     m = read_json(run.out_dir / "metrics.json")
     h = run.config.hash()
+    if m is not None and config_disagreement(run.out_dir, m):
+        return "corrupt"
     if m is None:
         c = read_json(run.out_dir / "config.json")
         if c is None:
@@ -100,15 +104,42 @@ def _finished_with(d: Path, h: str) -> dict | None:
     return m if isinstance(m, dict) and m.get("status") == "finished" and m.get("config_hash") == h else None
 
 
+def protected(run: Run) -> str | None:
+    """Why executing ``run`` would replace a record it must not replace without ``--force``, or None: its folder
+    holds a finished run of another config (the preset or the grid changed since), or a corrupt record."""
+    state = run_state(run)
+    if state == "corrupt":
+        return f"corrupt record ({config_disagreement(run.out_dir, read_json(run.out_dir / 'metrics.json'))})"
+    if state == "stale":
+        m = read_json(run.out_dir / "metrics.json")
+        if isinstance(m, dict) and m.get("status") == "finished":
+            return f"holds a finished run of another config ({m.get('config_hash')}, not {run.config.hash()})"
+    return None
+
+
+def _twin_roots(run: Run) -> list[Path]:
+    """Where identical configs are looked for: the run's own preset folder, and for a ``<preset>+...`` override
+    folder also the preset's own folder (an override that leaves a config unchanged reuses the preset's run)."""
+    root = run.out_dir.parent.parent
+    roots = [root]
+    base = root.parent / base_preset(root.name)
+    if base != root and base.is_dir():
+        roots.append(base)
+    return roots
+
+
 def find_twin(run: Run) -> Path | None:
-    """Another run folder of the same preset that finished this run's config (same hash), or None. Folders that
-    trained it themselves come before folders that reused it."""
+    """Another run folder that finished this run's config (same hash), or None: in the run's preset folder (and
+    its base preset's, see :func:`_twin_roots`). Folders of the run's own preset folder come first, then folders
+    that trained it themselves before folders that reused it. A corrupt record is never a twin."""
     found, h = [], run.config.hash()
-    for m in sorted((run.out_dir.parent.parent).glob("*/*/metrics.json")):
-        d = m.parent
-        if d != run.out_dir and (done := _finished_with(d, h)) is not None:
-            found.append((bool(done.get("reused_from")), d))
-    return min(found)[1] if found else None
+    for i, root in enumerate(_twin_roots(run)):
+        for m in sorted(root.glob("*/*/metrics.json")):
+            d = m.parent
+            if d != run.out_dir and (done := _finished_with(d, h)) is not None \
+                    and not config_disagreement(d, done):
+                found.append((i, bool(done.get("reused_from")), d))
+    return min(found)[2] if found else None
 
 
 def _rel_run(d: Path) -> str:
@@ -144,6 +175,8 @@ def record_twin_failure(run: Run, twin: str, reason: str | None) -> dict:
     report says why) and return the summary. The next ``attnrepro run`` tries ``twin`` again, then reuses it."""
     summary = {"run": run.name, "ablation": run.ablation, "variant": run.variant, "seed": run.seed}
     with _run_locks(run):
+        if (why := protected(run)) is not None:
+            raise RuntimeError(f"{run.name}: {why}; not replaced (attnrepro run --replace replaces it)")
         if run_state(run) == "stale":
             _clear_dir(run.out_dir)
         run.out_dir.mkdir(parents=True, exist_ok=True)
