@@ -219,3 +219,17 @@ def test_the_plugin_option_on_the_command_line(tmp_path, capsys):
     for command in ("run", "train", "report", "bench", "list", "compare"):
         sub = parser._subparsers._group_actions[0].choices[command]
         assert any("--plugin" in a.option_strings for a in sub._actions), command
+
+
+def test_the_reports_baseline_wording_names_the_kinds_run_as_the_registry_titles_them(eca):
+    from types import SimpleNamespace
+
+    import pandas as pd
+
+    from attnrepro.analysis import sections
+
+    runs = pd.DataFrame({"ablation": ["baseline"] * 5 + ["kernel"],
+                         "attention": ["aw+eca", "none", "eca", "se", "expatt", "aa"]})
+    text = sections._ablation_text(SimpleNamespace(runs=runs), "baseline")
+    assert text == "The plain backbone and every attention module (ExpAtt, SE, ECA, AW+ECA) with the same recipe."
+    assert "those of its grid" in sections._ablation_text(SimpleNamespace(runs=pd.DataFrame()), "baseline")

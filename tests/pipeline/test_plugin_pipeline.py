@@ -62,3 +62,22 @@ def test_the_readme_eca_plugin_runs_in_the_baseline_ablation_on_the_smoke_preset
     assert row["n_pairs"] == 1 and row["verdict"] == "no pairs"       # one seed: a delta, no verdict
     assert row["delta"] == pytest.approx(metrics["eca-s0"]["final"]["val_top1"]
                                          - metrics["none-s0"]["final"]["val_top1"])
+
+
+@pytest.mark.slow
+def test_torchrun_children_get_the_plugin_the_command_loaded(tmp_path, monkeypatch):
+    """The notebook's multi-process route (``train(..., nproc_per_node=2)`` starts torchrun, whose ranks run
+    ``attnrepro train``): the ranks load the plugin from $ATTNREPRO_PLUGINS, which --plugin set in the parent."""
+    from attnrepro import registry
+    from attnrepro.config import RunConfig
+    from attnrepro.pipeline.notebook import train
+
+    registry.use_plugins([write_eca_plugin(tmp_path)])
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    monkeypatch.setenv("ATTNREPRO_OFFLINE", "1")
+    cfg = RunConfig.from_dict({"dataset": "synthetic", "model": "resnet20", "width": 0.25, "attention": "aw+eca",
+                               "max_steps": 2, "batch_size": 16, "eval_batch_size": 64, "checkpoint": False,
+                               "device": "cpu"})
+    m = train(cfg, tmp_path / "run", nproc_per_node=2)
+    assert m["status"] == "finished" and m["config_hash"] == cfg.hash()
+    assert m["config"]["attention"] == "aw+eca"
