@@ -233,3 +233,22 @@ def test_the_reports_baseline_wording_names_the_kinds_run_as_the_registry_titles
     text = sections._ablation_text(SimpleNamespace(runs=runs), "baseline")
     assert text == "The plain backbone and every attention module (ExpAtt, SE, ECA, AW+ECA) with the same recipe."
     assert "those of its grid" in sections._ablation_text(SimpleNamespace(runs=pd.DataFrame()), "baseline")
+
+
+def test_the_readme_eca_is_the_papers_gate(eca):
+    """The README's layer against a hand-written loop: mean over space, a k-tap correlation across the channels
+    (zeros beyond the ends), sigmoid, times the input; k as the README says (3 for 8 to 64 channels, 5 for 128 to
+    512)."""
+    mod = registry.load_plugin(eca)          # loaded already: its module
+    assert [mod.eca_kernel_size(c) for c in (8, 16, 32, 64, 128, 256, 512)] == [3, 3, 3, 3, 5, 5, 5]
+    torch.manual_seed(0)
+    layer = mod.ECA(128)
+    x = torch.randn(2, 128, 5, 4)
+    w = layer.conv.weight.detach().reshape(-1)
+    k = w.numel()
+    pooled = x.mean(dim=(2, 3))
+    want = torch.empty_like(pooled)
+    for c in range(128):
+        want[:, c] = sum(w[j] * pooled[:, c + j - k // 2] for j in range(k) if 0 <= c + j - k // 2 < 128)
+    torch.testing.assert_close(layer(x), x * torch.sigmoid(want)[:, :, None, None])
+    assert k == 5 and sum(p.numel() for p in layer.parameters()) == 5
