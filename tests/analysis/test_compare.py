@@ -127,3 +127,15 @@ def test_on_the_cpu_records_se_vs_cbam_is_outside_the_family_and_paired_by_seed(
     assert got["verdict"] == "not in family" and got["n_pairs"] == len(diffs) == 5
     assert got["delta"] == pytest.approx(float(np.mean(diffs)), abs=1e-9)
     assert got["alone"] in ("above", "below", "equivalent", "inconclusive")
+
+
+def test_one_seed_gives_a_delta_and_no_verdict():
+    from attnrepro.analysis.cli import _compare_text
+
+    runs = frame(run_rows("baseline", "none", [80.0], reference=True),
+                 run_rows("baseline", "se", [81.5], config={"attention": "se"}))
+    row = compare_pair(runs, "baseline", "se", "none")
+    assert row["n_pairs"] == 1 and row["delta"] == pytest.approx(1.5) and row["verdict"] == "no pairs"
+    text = _compare_text(row, "syn")
+    assert "delta          +1.50 pt, 95% t interval [n/a, n/a]" in text
+    assert "verdict        no pairs (fewer than two seeds where both finished)" in text

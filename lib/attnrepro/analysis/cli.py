@@ -109,7 +109,9 @@ def _compare_text(row: dict, preset: str) -> str:
              f"{pt(row['delta_high'])}], paired SD {num(row['sd'], '.2f')}",
              f"  paired t       p = {num(row['p'])}; sign-flip p = {num(row['signflip_p'])}"]
     corr = row["correction"]
-    if row["verdict"] == "not in family":
+    if row["verdict"] == "no pairs":
+        lines.append("  verdict        no pairs (fewer than two seeds where both finished)")
+    elif row["verdict"] == "not in family":
         lines += [f"  verdict        not in the preset's family ({row['family_size']} hypotheses, corrected by "
                   f"{corr}): the report does not judge it",
                   f"  judged alone   {row['alone']} (the report's verdict rule at alpha = {row['alpha']:g}, "
