@@ -5,14 +5,16 @@ The rules follow the papers where they say something and are this suite's choice
 
 - Stages are numbered from 1 (``layer1`` of a torchvision ResNet is stage 1). The stem and the shortcuts are never
   touched.
-- Conv-replacing kinds (``expatt``, ``aa``, ``aw``, and any conv kind of :mod:`attnrepro.registry`) take the place of the block's 3x3 conv: ``conv2`` of a
-  bottleneck, ``conv1`` of a basic block (AA's WRN choice, "the first conv of every residual block"), ``conv1`` of
-  a pre-activation wide block. The new layer keeps the replaced conv's channels and stride.
+- Conv-replacing kinds (``expatt``, ``aa``, ``aw``, and any conv kind of :mod:`attnrepro.registry`) take the
+  place of the block's 3x3 conv: ``conv2`` of a bottleneck, ``conv1`` of a basic block (AA's WRN choice, "the
+  first conv of every residual block"), ``conv1`` of a pre-activation wide block. The new layer keeps the replaced
+  conv's channels and stride.
   Default stages: the last three of an ImageNet ResNet (AA's ImageNet setting, ``[2, 3, 4]``); every stage of the
   CIFAR ResNets and the WRN (AA's CIFAR setting).
-- Gates (``se``, ``cbam``, and any registered gate) go on the residual branch, before the addition: after the block's last BN in a
-  post-activation block (torchvision's ``bn3``/``bn2`` become ``Sequential(bn, gate)``; the CIFAR blocks have a
-  ``gate`` slot), after the second conv of a pre-activation wide block. Default: every stage (SE and CBAM papers).
+- Gates (``se``, ``cbam``, and any registered gate) go on the residual branch, before the addition: after the
+  block's last BN in a post-activation block (torchvision's ``bn3``/``bn2`` become ``Sequential(bn, gate)``; the
+  CIFAR blocks have a ``gate`` slot), after the second conv of a pre-activation wide block. Default: every stage
+  (SE and CBAM papers).
 - Combined kinds (``aw+se``, any conv kind + gate kind, see :func:`attnrepro.registry.combined_kinds`): each
   part sits where it would sit alone, in its own default stages (``aw+se`` on an ImageNet ResNet: AW in
   ``[2, 3, 4]``, SE in every stage), or both in ``stages`` when it is given. Each part gets the keyword arguments
@@ -33,8 +35,8 @@ from typing import Any, Iterable, Iterator, Mapping, Sequence
 import torch.nn as nn
 from torchvision.models.resnet import BasicBlock, Bottleneck
 
-from ..modules.explicit import conv_out_size
 from .. import registry
+from ..modules.explicit import conv_out_size
 from ..modules.factory import create_conv, create_gate, route_kwargs, split_kind
 from .cifar import CifarBasicBlock, WideBasicBlock
 from .init import init_backbone
