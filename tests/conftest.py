@@ -30,3 +30,19 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "cuda" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(autouse=True)
+def _registry_restored(monkeypatch):
+    """Every test leaves the attention registry (and $ATTNREPRO_PLUGINS) as it found them: a test that registers a
+    kind or loads a plugin cannot change what the next test sees."""
+    from attnrepro import registry
+
+    kinds, loaded, seen = dict(registry._KINDS), dict(registry._LOADED), list(registry._ENV_SEEN)
+    monkeypatch.setenv(registry.PLUGINS_ENV, os.environ.get(registry.PLUGINS_ENV, ""))
+    yield
+    registry._KINDS.clear()
+    registry._KINDS.update(kinds)
+    registry._LOADED.clear()
+    registry._LOADED.update(loaded)
+    registry._ENV_SEEN[:] = seen

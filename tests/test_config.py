@@ -75,11 +75,11 @@ def other_value(key: str, cfg: RunConfig):
 
 def _kind_using(key: str) -> str:
     """An attention kind that takes ``key`` (``none`` for the keys no kind takes)."""
-    from attnrepro.modules.factory import ACCEPTED_KWARGS
+    from attnrepro import registry
 
     if key == "stages":
         return "expatt"
-    return next((k for k in ("expatt", "aa", "aw", "se") if key in ACCEPTED_KWARGS[k]), "none")
+    return next((k for k in registry.layer_kinds() if key in registry.accepted(k)), "none")
 
 
 @pytest.mark.parametrize("key", KEYS)

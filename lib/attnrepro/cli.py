@@ -1,9 +1,14 @@
-"""``attnrepro`` command line: train | rerun | run | list | report | bench | tables | findings | plan | config | gpu-check.
+"""``attnrepro`` command line: train | rerun | run | list | report | compare | bench | tables | findings | plan |
+config | gpu-check.
 
 Each command lives in its own module, which exposes ``configure(parser)`` (adds its arguments) and
 ``run(args) -> int`` (does the work); a module that serves several commands names them ``configure_<command>`` and
 ``run_<command>``, which take precedence over ``configure``/``run``. Bad input (:class:`~attnrepro.config.ConfigError`, :class:`UsageError`)
 exits with code 2 and a one-line reason, before any training starts.
+
+Every command takes ``--plugin FILE.py`` (repeatable): each file is imported before the command runs (it registers
+its attention kinds with ``attnrepro.register``) and added to ``$ATTNREPRO_PLUGINS``, so the notebook kernels and
+``torchrun`` children the command starts load it too (:mod:`attnrepro.registry`).
 """
 from __future__ import annotations
 
@@ -25,6 +30,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "run": ("attnrepro.pipeline.cli", "run ablation notebooks over a preset's grid with papermill"),
     "list": ("attnrepro.pipeline.cli", "list ablations, presets and what their grids expand to"),
     "report": ("attnrepro.analysis.cli", "build reports/<preset>/report.html from the runs"),
+    "compare": ("attnrepro.analysis.cli", "the paired delta, interval and verdict of two variants of an ablation"),
     "bench": ("attnrepro.bench.cli", "benchmark what each attention costs; CSV + markdown under reports/bench/"),
     "tables": ("attnrepro.analysis.cli", "the papers' params/GFLOPs rows beside the built models; reports/tables/"),
     "findings": ("attnrepro.analysis.cli", "what a preset's report found, by the findings rule; --readme updates README"),
@@ -76,6 +82,9 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, (modname, help_) in COMMANDS.items():
         p = sub.add_parser(name, help=help_, description=help_)
+        p.add_argument("--plugin", action="append", default=[], metavar="FILE.py",
+                       help="a Python file that registers attention kinds (attnrepro.register); loaded before the "
+                            "command and by the processes it starts; repeatable")
         if command is not None and name != command:
             continue
         mod = importlib.import_module(modname)
@@ -91,6 +100,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser(command if command in COMMANDS else None)
     args = parser.parse_args(argv)
     try:
+        if args.plugin:
+            from .registry import use_plugins
+            use_plugins(args.plugin)
         return int(args._run(args) or 0)
     except (ConfigError, UsageError) as e:
         print(f"attnrepro {args.command}: error: {e}", file=sys.stderr)

@@ -13,8 +13,9 @@ import difflib
 import hashlib
 import json
 import typing
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 __all__ = ["ConfigError", "RunConfig", "coerce", "describe", "KEYS", "ADDED_KEYS", "SEED_STREAM_STRIDE"]
 
@@ -26,9 +27,40 @@ class ConfigError(ValueError):
 DATASETS = ("fashion_mnist", "cifar10", "cifar100", "imagefolder", "synthetic")
 MODELS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152",
           "resnet20", "resnet32", "resnet56", "resnet110", "wrn28_10")
-# "none", the layer kinds, and a conv kind with a gate (attnrepro.modules.factory.MODEL_KINDS; a test keeps them equal)
-ATTENTIONS = ("none", "expatt", "aa", "aw", "se", "cbam",
-              "expatt+se", "expatt+cbam", "aa+se", "aa+cbam", "aw+se", "aw+cbam")
+
+
+class _AttentionChoices(Sequence):
+    """The ``attention`` choices: "none" and every kind of the registry (:func:`attnrepro.registry.model_kinds`:
+    the layer kinds, then each conv kind with each gate), read each time they are asked for, so a kind registered
+    with ``attnrepro.register`` (or a plugin) is a valid choice from then on."""
+
+    def _all(self) -> tuple[str, ...]:
+        from .registry import model_kinds    # torch-free
+        return ("none",) + model_kinds()
+
+    def __getitem__(self, i):
+        return self._all()[i]
+
+    def __len__(self) -> int:
+        return len(self._all())
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._all())
+
+    def __contains__(self, value: object) -> bool:
+        return value in self._all()
+
+    def __eq__(self, other: object) -> bool:
+        return tuple(self) == tuple(other) if isinstance(other, (tuple, list, Sequence)) else NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return repr(self._all())
+
+
+#: "none", the layer kinds, and a conv kind with a gate: read from attnrepro.registry when asked
+ATTENTIONS: Sequence[str] = _AttentionChoices()
 KERNELS = ("gaussian", "laplacian", "cauchy", "uniform")
 SCHEDULES = ("cosine", "expatt", "aa", "constant")
 DEVICES = ("auto", "cpu", "cuda")
@@ -151,19 +183,27 @@ class RunConfig:
         - ``data_dir``, ``num_workers``, ``device``, ``checkpoint_every`` are left out (where, how and how often,
           not what);
         - an attention key the chosen kind does not take (``kernel`` for ``aa``, every one for ``none``; see
-          :data:`attnrepro.modules.factory.ACCEPTED_KWARGS`) is set to its default;
+          :data:`attnrepro.registry.ATTENTION_KEYS` and :func:`attnrepro.registry.accepted`) is set to its
+          default (a registered kind hashes like a built-in one);
         - ``stages`` is None without attention, and None when it puts every part of the kind exactly where the
           kind's default puts it (:func:`attnrepro.models.placement.part_stages`); otherwise sorted, de-duplicated;
         - a key added after run records were published (:data:`ADDED_KEYS`) is left out while it has its default,
           so those records keep their hash (they trained with that default).
         """
-        from .models.placement import part_stages       # lazy: they import torch
-        from .modules.factory import ACCEPTED_KWARGS
+        from . import registry
+        from .models.placement import part_stages       # lazy: it imports torch
 
         d = {k: v for k, v in self.to_dict().items()
              if k not in _NOT_HASHED and not (k in ADDED_KEYS and v == _DEFAULTS[k])}
-        used = set(ACCEPTED_KWARGS.get(self.attention, ()))
-        for k in set().union(*ACCEPTED_KWARGS.values()) - used:
+        if self.attention == "none":
+            used = set()
+        else:
+            try:
+                used = set(registry.accepted(self.attention))
+            except KeyError:
+                raise ConfigError(f"attention={self.attention!r} is not valid; choose one of: "
+                                  f"{', '.join(ATTENTIONS)}{_PLUGIN_HINT}") from None
+        for k in set(registry.ATTENTION_KEYS) - used:
             if k in d:
                 d[k] = _DEFAULTS[k]
         if self.attention == "none":
@@ -190,7 +230,8 @@ class RunConfig:
             v = getattr(self, f.name)
             meta = f.metadata
             if meta.get("choices") is not None and v not in meta["choices"]:
-                raise ConfigError(f"{f.name}={v!r} is not valid; choose one of: {', '.join(meta['choices'])}")
+                raise ConfigError(f"{f.name}={v!r} is not valid; choose one of: {', '.join(meta['choices'])}"
+                                  + (_PLUGIN_HINT if f.name == "attention" else ""))
             if v is None or isinstance(v, (bool, list, str)):
                 continue
             low, high = meta.get("low"), meta.get("high")
@@ -211,6 +252,9 @@ class RunConfig:
             raise ConfigError("dataset='imagefolder' needs data_dir (a folder with train/<class>/ and val/<class>/)")
 
 
+#: what an unknown ``attention`` adds to its message
+_PLUGIN_HINT = (" (a module of one's own: register it with attnrepro.register in a plugin file and pass "
+                "--plugin FILE.py, or set $ATTNREPRO_PLUGINS; see the README, 'Adding a module')")
 #: where and how often, not what: keys that cannot change a run's numbers (``checkpoint_every``: a resume re-runs
 #: the epochs since the last checkpoint, identically)
 _NOT_HASHED = {"data_dir", "num_workers", "device", "checkpoint_every"}

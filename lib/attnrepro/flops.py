@@ -251,24 +251,30 @@ def complexity(model: nn.Module, input_shape: int | Sequence[int] = (1, 3, 224, 
 
 
 def complexity_table(names: Iterable[str] = ("resnet50",),
-                     attentions: Iterable[str] = ("none", "expatt", "aa", "aw", "se", "cbam"),
+                     attentions: Iterable[str] | None = None,
                      input_size: int | None = None, *, num_classes: int = 1000, in_chans: int = 3,
                      stages: Sequence[int] | None = None, **attention_kwargs: Any):
     """A ``pandas.DataFrame``, one row per (model, attention): model, attention, stages, input_size, params,
     macs, gmacs (MACs / 1e9, fvcore's convention) and gflops_aa (2 x MACs / 1e9, the AA paper's convention).
 
-    ``input_size`` None: each model's default (224 for ImageNet ResNets, 32 for CIFAR nets); ``stages`` None:
-    each attention's default placement; ``attention_kwargs`` go to the kinds that accept them
-    (``ACCEPTED_KWARGS``), the other kinds ignore them.
+    ``attentions`` None: ``"none"`` and every single-layer kind of the registry (:mod:`attnrepro.registry`: the
+    suite's five, then any registered); ``input_size`` None: each model's default (224 for ImageNet ResNets, 32 for
+    CIFAR nets); ``stages`` None: each attention's default placement; ``attention_kwargs`` go to the kinds that
+    accept them (:func:`attnrepro.registry.accepted`), the other kinds ignore them.
     """
     import pandas as pd
+    from . import registry
     from .models import build_model, default_input_size
-    from .modules.factory import ACCEPTED_KWARGS
+    attentions = ("none",) + registry.layer_kinds() if attentions is None else tuple(attentions)
     rows = []
     for name in names:
         side = input_size if input_size is not None else default_input_size(name)
         for kind in attentions:
-            kw = {k: v for k, v in attention_kwargs.items() if k in ACCEPTED_KWARGS.get(kind, ())}
+            try:
+                accepts = () if kind in (None, "none") else registry.accepted(kind)
+            except KeyError:     # build_model names the valid kinds
+                accepts = ()
+            kw = {k: v for k, v in attention_kwargs.items() if k in accepts}
             model = build_model(name, num_classes, in_chans, kind, stages, input_size=side, **kw)
             c = complexity(model, (1, in_chans, side, side))
             chosen = model.attnrepro_spec["stages"]

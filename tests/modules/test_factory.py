@@ -13,7 +13,7 @@ def test_kinds():
     assert ATTENTION_KINDS == CONV_KINDS + GATE_KINDS
     assert set(COMBINED_KINDS) == {f"{c}+{g}" for c in CONV_KINDS for g in GATE_KINDS} >= {"aw+se", "aw+cbam"}
     assert MODEL_KINDS == ATTENTION_KINDS + COMBINED_KINDS and set(ACCEPTED_KWARGS) == set(MODEL_KINDS)
-    # the run config offers exactly these (config.py is torch-free, so it keeps its own list)
+    # the run config offers exactly these (both read attnrepro.registry; tests/modules/test_registry.py adds one)
     assert RunConfig.__dataclass_fields__["attention"].metadata["choices"] == ("none",) + MODEL_KINDS
     for keys in ACCEPTED_KWARGS.values():   # every accepted name is a RunConfig key (max_size comes from models)
         assert set(keys) - {"max_size"} <= set(RunConfig.__dataclass_fields__)

@@ -1,4 +1,4 @@
-"""The analysis half's command-line verbs: ``attnrepro report``, ``attnrepro findings`` and ``attnrepro tables``."""
+"""The analysis half's command-line verbs: ``attnrepro report``, ``compare``, ``findings``, ``tables`` and ``plan``."""
 from __future__ import annotations
 
 import argparse
@@ -14,8 +14,8 @@ from .findings import report_markdown, update_readme
 from .report import build_report
 from .tables import build_tables, column_verdicts, write_tables
 
-__all__ = ["configure_report", "run_report", "configure_findings", "run_findings", "configure_tables", "run_tables",
-           "configure_plan", "run_plan"]
+__all__ = ["configure_report", "run_report", "configure_compare", "run_compare", "configure_findings",
+           "run_findings", "configure_tables", "run_tables", "configure_plan", "run_plan"]
 
 
 def configure_report(parser: argparse.ArgumentParser) -> None:
@@ -56,6 +56,91 @@ def _check_preset(preset: str, runs_dir: Path) -> None:
         return
     raise UsageError(f"unknown preset {preset!r}: no notebooks/presets/{preset}.yaml and no folder {runs_dir / preset}; "
                      f"choose from: {', '.join(sorted(set(declared) | set(folders))) or '(none)'}")
+
+
+def configure_compare(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("ablation", metavar="ABLATION", help="the ablation whose variants to compare, e.g. baseline")
+    parser.add_argument("a", metavar="A", help="the variant compared with (the delta is B minus A), e.g. se")
+    parser.add_argument("b", metavar="B", help="the variant compared, e.g. cbam")
+    parser.add_argument("--preset", required=True, help="preset whose run records to read (runs/<preset>/)")
+    parser.add_argument("--runs-dir", default=None, help="runs root (default: runs, or $ATTNREPRO_RUNS)")
+    parser.add_argument("--notebooks-dir", default=None, metavar="DIR",
+                        help="the folder of the grids and presets/ (default: the repository's notebooks/)")
+    parser.add_argument("--json", action="store_true", help="print the comparison's row as JSON")
+
+
+def run_compare(args: argparse.Namespace) -> int:
+    """B minus A, paired by seed, as the report computes it (:func:`.comparisons.compare_pair`)."""
+    import json
+    import math
+
+    from ..pipeline.grids import notebooks_dir
+    from . import results
+    from .claims import claim_comparisons, load_claims
+    from .comparisons import compare_pair
+    from .report import preset_spec
+
+    runs_dir = Path(args.runs_dir) if args.runs_dir else default_runs_dir()
+    nbd = notebooks_dir(args.notebooks_dir)
+    runs = results.load_runs(runs_dir, args.preset, grids_dir=nbd)
+    if runs.empty:
+        found = sorted(p.name for p in runs_dir.glob("*") if p.is_dir()) if runs_dir.is_dir() else []
+        raise UsageError(f"no run records of preset {args.preset!r} under {runs_dir}"
+                         + (f"; presets with records: {', '.join(found)}" if found else ""))
+    abls = results.ablations(runs)
+    if args.ablation not in abls:
+        raise UsageError(f"unknown ablation {args.ablation!r} in preset {args.preset!r}; choose from: "
+                         f"{', '.join(abls)}")
+    variants = sorted(set(runs.loc[runs["ablation"] == args.ablation, "variant"]), key=results.natural_key)
+    for v in (args.a, args.b):
+        if v not in variants:
+            raise UsageError(f"unknown variant {v!r} of {args.preset}/{args.ablation}; choose from: "
+                             f"{', '.join(variants)}")
+    if args.a == args.b:
+        raise UsageError(f"A and B are both {args.a!r}; compare two different variants of: {', '.join(variants)}")
+    spec = preset_spec(args.preset, nbd)
+    claims = load_claims()
+    row = compare_pair(runs, args.ablation, args.b, args.a, spec, claims=claims,
+                       extra=claim_comparisons(runs, claims))
+    if args.json:
+        clean = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in row.items()}
+        print(json.dumps(clean, indent=1, default=lambda o: o.item() if hasattr(o, "item") else str(o)))
+        return 0
+    print(_compare_text(row, args.preset))
+    return 0
+
+
+def _compare_text(row: dict, preset: str) -> str:
+    def pt(x: float) -> str:
+        return "n/a" if x is None or x != x else f"{x:+.2f}"
+
+    def num(x: float, f: str = ".3g") -> str:
+        return "n/a" if x is None or x != x else format(x, f)
+
+    b, a = row["variant"], row["reference"]
+    lines = [f"{preset} / {row['ablation']}: {b} vs {a} (final top-1 of {b} minus {a}, paired by seed)",
+             f"  paired seeds   {row['n_pairs']}: {' '.join(map(str, row['seeds'])) or '-'}",
+             f"  mean top-1     {b} {num(row['mean'], '.2f')}, {a} {num(row['ref_mean'], '.2f')} (every finished run)",
+             f"  delta          {pt(row['delta'])} pt, 95% t interval [{pt(row['delta_low'])}, "
+             f"{pt(row['delta_high'])}], paired SD {num(row['sd'], '.2f')}",
+             f"  paired t       p = {num(row['p'])}; sign-flip p = {num(row['signflip_p'])}"]
+    corr = row["correction"]
+    if row["verdict"] == "no pairs":
+        lines.append("  verdict        no pairs (fewer than two seeds where both finished)")
+    elif row["verdict"] == "not in family":
+        lines += [f"  verdict        not in the preset's family ({row['family_size']} hypotheses, corrected by "
+                  f"{corr}): the report does not judge it",
+                  f"  judged alone   {row['alone']} (the report's verdict rule at alpha = {row['alpha']:g}, "
+                  "without correction: exploratory)"]
+    else:
+        same = f"; the same runs as {row['same_as']}" if row.get("same_as") else ""
+        lines += [f"  verdict        {row['verdict']} (in the preset's family of {row['family_size']}, {corr}: "
+                  f"adjusted p = {num(row['p_adj'])}, interval at level {num(row['level'], '.4f')}: "
+                  f"[{pt(row['adj_low'])}, {pt(row['adj_high'])}]{same})"]
+    if row.get("tost_p") is not None and row["tost_p"] == row["tost_p"]:
+        lines.append(f"  equivalence    TOST p = {num(row['tost_p'])} against +-{row['margin']:g} pt"
+                     + (f", adjusted {num(row['tost_p_adj'])}" if row["tost_p_adj"] == row["tost_p_adj"] else ""))
+    return "\n".join(lines)
 
 
 def configure_findings(parser: argparse.ArgumentParser) -> None:

@@ -28,8 +28,8 @@ from . import stats
 from .matching import match_variant
 from .results import ablations, natural_key, reference_variant
 
-__all__ = ["COLUMNS", "VERDICTS", "default_family", "compare", "verdict", "rule_text", "family_size",
-           "effective_alpha"]
+__all__ = ["COLUMNS", "VERDICTS", "default_family", "compare", "compare_pair", "verdict", "rule_text",
+           "family_size", "effective_alpha"]
 
 VERDICTS = ("above", "below", "equivalent", "inconclusive", "no pairs", "not in family")
 COLUMNS = ["ablation", "variant", "reference", "in_family", "same_as", "source", "n_pairs", "seeds", "mean",
@@ -270,3 +270,44 @@ def _loso(fam: _Family, diffs_of: list[np.ndarray], i: int, base: str, spec: Ana
     finally:
         fam.delta[i], fam.n[i], fam.p[i], fam.tost[i] = saved
     return float(kept)
+
+
+_FLIP_VERDICT = {"above": "below", "below": "above"}
+
+
+def compare_pair(runs: pd.DataFrame, ablation: str, variant: str, reference: str, spec: AnalysisSpec | None = None,
+                 *, claims: Mapping[str, Any] | None = None, extra: Iterable[Comparison] = (),
+                 metric: str = "val_top1") -> dict[str, Any]:
+    """``variant`` minus ``reference`` of one ablation, as the report's comparisons frame has it (``attnrepro
+    compare``): :func:`compare` over the report's family (``claims``, ``extra``: what the report passes) with this
+    pair added, and the pair's row, as a dict of :data:`COLUMNS`.
+
+    When the frame holds the pair the other way round (``se vs none`` asked as ``none vs se``), the row is turned
+    round: the differences change sign, the means swap, ``above`` and ``below`` swap. A pair outside the family
+    keeps the frame's ``'not in family'`` verdict; ``alone`` is then its verdict as one test at the preset's alpha,
+    without the family's correction (the rule of :func:`verdict`), for reading as exploratory. Added keys:
+    ``family_size`` (distinct hypotheses in the family), ``alpha``, ``correction``, ``margin`` (the preset's
+    ``delta``), ``alone``.
+    """
+    spec = spec or AnalysisSpec()
+    c = Comparison(ablation, variant, reference)
+    frame = compare(runs, spec, extra=[*extra, c], claims=claims, metric=metric)
+    sel = frame[(frame["ablation"] == ablation) & (frame["variant"] == variant) & (frame["reference"] == reference)]
+    flip = sel.empty
+    if flip:
+        sel = frame[(frame["ablation"] == ablation) & (frame["variant"] == reference)
+                    & (frame["reference"] == variant)]
+    row = sel.iloc[0].to_dict()
+    if flip:
+        row["variant"], row["reference"] = variant, reference
+        row["source"] = f"{row['source']} (turned round)"
+        row["mean"], row["ref_mean"] = row["ref_mean"], row["mean"]
+        row["delta"] = -row["delta"]
+        for lo, hi in (("delta_low", "delta_high"), ("adj_low", "adj_high"), ("welch_low", "welch_high")):
+            row[lo], row[hi] = -row[hi], -row[lo]
+        row["p_superiority"] = 1.0 - row["p_superiority"]
+        row["verdict"] = _FLIP_VERDICT.get(row["verdict"], row["verdict"])
+    row["alone"] = (verdict(row["delta"], row["p"], row["tost_p"], int(row["n_pairs"]), spec.alpha)
+                    if row["verdict"] == "not in family" else row["verdict"])
+    row.update(family_size=family_size(frame), alpha=spec.alpha, correction=spec.correction, margin=spec.delta)
+    return row

@@ -25,8 +25,28 @@ _ABLATION_TEXT = {
     "kernel": "ExpAtt with each distance kernel k(d; r) (uniform = global-average control).",
     "radius_init": "ExpAtt with different initial radii (and frozen radii where the grid has them).",
     "placement": "Which residual stages get the attention.",
-    "baseline": "The plain backbone and every attention module (ExpAtt, AA, AW, SE, CBAM) with the same recipe.",
+    "baseline": "The plain backbone and every attention module ({modules}) with the same recipe.",
 }
+
+
+def _modules_text(runs: pd.DataFrame, ablation: str) -> str:
+    """The attention kinds an ablation's runs have, named as the registry titles them (``AW+SE``; a kind no
+    loaded plugin registers keeps its name), in the registry's order."""
+    from .. import registry
+
+    kinds = [k for k in dict.fromkeys(runs.loc[runs["ablation"] == ablation, "attention"].dropna().astype(str))
+             if k != "none"]
+    order = {k: i for i, k in enumerate(registry.model_kinds())}
+    kinds.sort(key=lambda k: (order.get(k, len(order)), k))
+    return ", ".join(registry.title(k) for k in kinds) or "those of its grid"
+
+
+def _ablation_text(rep, ablation: str) -> str:
+    text = _ABLATION_TEXT.get(ablation, "")
+    if "{modules}" in text:
+        found = len(rep.runs) and {"ablation", "attention"} <= set(rep.runs.columns)
+        text = text.format(modules=_modules_text(rep.runs, ablation) if found else "those of its grid")
+    return text
 
 
 def _image(png: bytes):
@@ -215,7 +235,7 @@ def ablation_items(rep, ablation: str) -> list:
     from IPython.display import HTML
 
     items = [HTML(f"<h2>Ablation: {html.escape(ablation)}</h2>")]
-    text = _ABLATION_TEXT.get(ablation, "")
+    text = _ablation_text(rep, ablation)
     table = rep.tables.get(ablation)
     if table is None or table.empty:
         items.append(HTML(f"<p>{html.escape(text)} <b>No runs of this ablation under "

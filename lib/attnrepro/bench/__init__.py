@@ -7,10 +7,10 @@ Every benchmark times a *fast* callable against a *reference* callable on the sa
   same layer with naive attention (:class:`~.aa.NaiveAAConv2d`, written beside its case around the modules' naive
   ``aa_attention_reference``: explicit ``QK^T`` logits + relative logits + softmax + matmul, every
   ``(B, h, HW, HW)`` tensor materialised); batched AW-convolution vs its per-sample loop; a residual block with
-  SE / CBAM vs without.
-- model level (one SGD train step: forward, backward, optimizer step): each attention kind in ResNet-20 (32 px)
-  and ResNet-50 (224 px) vs the plain network; the training loop's data pipeline (the engine's tensor-resident
-  batch iterator) vs the model step alone; on CUDA, bf16 autocast + channels_last and ``torch.compile`` on vs off.
+  each gate (SE, CBAM and any gate registered with ``attnrepro.register``) vs without.
+- model level (one SGD train step: forward, backward, optimizer step): each attention kind of the registry in
+  ResNet-20 (32 px) and ResNet-50 (224 px) vs the plain network; the training loop's data pipeline (the engine's
+  tensor-resident batch iterator) vs the model step alone; on CUDA, bf16 autocast + channels_last and ``torch.compile`` on vs off.
 
 Method. All cases run in one process. Each callable is warmed up, then the fast and the reference callables are
 timed *interleaved* (repeat by repeat, round robin), so that load from other processes hits both alike; a repeat

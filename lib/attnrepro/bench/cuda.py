@@ -6,8 +6,9 @@ import dataclasses
 import torch
 import torch.nn as nn
 
+from .. import registry
 from .harness import Ctx, Row, _pair_row, _progress
-from .train_step import ATTENTION_KINDS_BENCHED, _train_step
+from .train_step import _train_step
 
 __all__ = ["case_cuda_amp_channels_last", "case_cuda_compile"]
 
@@ -39,7 +40,7 @@ def case_cuda_amp_channels_last(ctx: Ctx) -> list[Row]:
         return [_cuda_only_row("cuda_amp_channels_last", "AMP bf16 + channels_last vs fp32")]
     size, batch, x, y, resnet50 = _cuda_resnet50_setup(ctx)
     rows = []
-    for kind in ("none",) + (() if ctx.quick else ATTENTION_KINDS_BENCHED):
+    for kind in ("none",) + (() if ctx.quick else registry.layer_kinds()):
         torch.manual_seed(ctx.seed)
         m_fast = resnet50(kind).to(memory_format=torch.channels_last)
         m_ref = resnet50(kind)

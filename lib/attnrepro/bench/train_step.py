@@ -1,5 +1,6 @@
 """Benchmarks of one SGD train step: each attention kind in ResNet-20 (32 px) and ResNet-50 (224 px) against the
-plain network."""
+plain network. The kinds are the registry's single-layer kinds (:func:`attnrepro.registry.layer_kinds`: the suite's
+five, then any registered with ``attnrepro.register``)."""
 from __future__ import annotations
 
 from typing import Callable, Sequence
@@ -8,6 +9,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .. import registry
 from .harness import Ctx, Row, Target, _pair_row, _progress
 
 __all__ = ["ATTENTION_KINDS_BENCHED", "case_train_step_resnet20", "case_train_step_resnet50"]
@@ -28,13 +30,18 @@ def _train_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, amp: bool
     return step
 
 
-ATTENTION_KINDS_BENCHED = ("expatt", "aa", "aw", "se", "cbam")
+def __getattr__(name: str):
+    # ATTENTION_KINDS_BENCHED: the kinds each train-step group benchmarks, read from the registry when looked up
+    if name == "ATTENTION_KINDS_BENCHED":
+        return registry.layer_kinds()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _case_train_step(ctx: Ctx, model_name: str, size: int, batch: int, num_classes: int, group: str,
-                     kinds: Sequence[str] = ATTENTION_KINDS_BENCHED) -> list[Row]:
+                     kinds: Sequence[str] | None = None) -> list[Row]:
     from ..models import build_model
 
+    kinds = registry.layer_kinds() if kinds is None else kinds
     x = ctx.randn(batch, 3, size, size)
     y = torch.randint(0, num_classes, (batch,), generator=ctx.gen()).to(ctx.device)
     torch.manual_seed(ctx.seed)

@@ -5,22 +5,25 @@ The rules follow the papers where they say something and are this suite's choice
 
 - Stages are numbered from 1 (``layer1`` of a torchvision ResNet is stage 1). The stem and the shortcuts are never
   touched.
-- Conv-replacing kinds (``expatt``, ``aa``, ``aw``) take the place of the block's 3x3 conv: ``conv2`` of a
-  bottleneck, ``conv1`` of a basic block (AA's WRN choice, "the first conv of every residual block"), ``conv1`` of
-  a pre-activation wide block. The new layer keeps the replaced conv's channels and stride.
+- Conv-replacing kinds (``expatt``, ``aa``, ``aw``, and any conv kind of :mod:`attnrepro.registry`) take the
+  place of the block's 3x3 conv: ``conv2`` of a bottleneck, ``conv1`` of a basic block (AA's WRN choice, "the
+  first conv of every residual block"), ``conv1`` of a pre-activation wide block. The new layer keeps the replaced
+  conv's channels and stride.
   Default stages: the last three of an ImageNet ResNet (AA's ImageNet setting, ``[2, 3, 4]``); every stage of the
   CIFAR ResNets and the WRN (AA's CIFAR setting).
-- Gates (``se``, ``cbam``) go on the residual branch, before the addition: after the block's last BN in a
-  post-activation block (torchvision's ``bn3``/``bn2`` become ``Sequential(bn, gate)``; the CIFAR blocks have a
-  ``gate`` slot), after the second conv of a pre-activation wide block. Default: every stage (SE and CBAM papers).
-- Combined kinds (``aw+se``, any conv kind + gate kind, see :data:`attnrepro.modules.factory.COMBINED_KINDS`): each
+- Gates (``se``, ``cbam``, and any registered gate) go on the residual branch, before the addition: after the
+  block's last BN in a post-activation block (torchvision's ``bn3``/``bn2`` become ``Sequential(bn, gate)``; the
+  CIFAR blocks have a ``gate`` slot), after the second conv of a pre-activation wide block. Default: every stage
+  (SE and CBAM papers).
+- Combined kinds (``aw+se``, any conv kind + gate kind, see :func:`attnrepro.registry.combined_kinds`): each
   part sits where it would sit alone, in its own default stages (``aw+se`` on an ImageNet ResNet: AW in
   ``[2, 3, 4]``, SE in every stage), or both in ``stages`` when it is given. Each part gets the keyword arguments
   it accepts (``reduction`` goes to both AW and the gate).
 - Initialisation: every layer placed here gets the backbone's rule (:func:`.init.init_backbone`: He-normal fan_out
   conv weights, zero biases), the same rule the backbone's own convs got, unless the layer documents a deliberate
   exception (``init_exempt``).
-- AA's relative tables need the largest feature side the layer attends over (``max_size``). It is computed from
+- AA's relative tables need the largest feature side the layer attends over (``max_size``; any conv kind that
+  accepts ``max_size`` gets it). It is computed from
   ``input_size`` (224 for ImageNet nets, 32 for CIFAR nets by default): the block's input side, halved (rounded
   up) for the strided first block of a stage, because the layer attends over its average-pooled input there, at
   the conv's output size. The layers accept any smaller input, so a model built for 32x32 also runs on 16x16.
@@ -32,8 +35,9 @@ from typing import Any, Iterable, Iterator, Mapping, Sequence
 import torch.nn as nn
 from torchvision.models.resnet import BasicBlock, Bottleneck
 
+from .. import registry
 from ..modules.explicit import conv_out_size
-from ..modules.factory import CONV_KINDS, create_conv, create_gate, route_kwargs, split_kind
+from ..modules.factory import create_conv, create_gate, route_kwargs, split_kind
 from .cifar import CifarBasicBlock, WideBasicBlock
 from .init import init_backbone
 
@@ -61,7 +65,7 @@ def default_stages(name: str, kind: str) -> list[int]:
     kind, the stages that get any of its parts (:func:`part_stages` gives them per part)."""
     n = num_stages(name)
     parts = split_kind(kind)
-    if name in IMAGENET_NAMES and all(p in CONV_KINDS for p in parts):
+    if name in IMAGENET_NAMES and all(p in registry.conv_kinds() for p in parts):
         return [2, 3, 4]
     return list(range(1, n + 1))
 
@@ -160,13 +164,13 @@ def place_attention(model: nn.Module, name: str, kind: str, stages: Sequence[int
 
 def _place_one(block: nn.Module, kind: str, side: int, kwargs: Mapping[str, Any]) -> None:
     conv_name, gate_name = block_slots(block)
-    if kind in CONV_KINDS:
+    if registry.get(kind).kind == "conv":
         conv: nn.Conv2d = getattr(block, conv_name)
         if type(conv) is not nn.Conv2d:
             raise ValueError(f"the block's {conv_name} is already {type(conv).__name__}; a model takes one conv kind")
         kw = dict(kwargs)
-        if kind == "aa":
-            # the attention runs at the conv's output resolution (average-pooled input when strided)
+        if "max_size" in registry.accepted(kind):
+            # the attention runs at the conv's output resolution (average-pooled input when strided): AA's tables
             kw.setdefault("max_size", attention_side(side, conv.stride[0]))
         layer = create_conv(kind, conv.in_channels, conv.out_channels, kernel_size=conv.kernel_size[0],
                             stride=conv.stride[0], **kw)

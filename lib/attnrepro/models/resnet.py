@@ -20,7 +20,8 @@ import torch.nn as nn
 import torchvision
 
 from ..modules import ExpAttConv2d
-from ..modules.factory import ACCEPTED_KWARGS, MODEL_KINDS, attention_kwargs, check_kind
+from .. import registry
+from ..modules.factory import attention_kwargs, check_kind
 from .cifar import CifarResNet, WideResNet
 from .init import init_backbone
 from .placement import (CIFAR_NAMES, IMAGENET_NAMES, MODEL_NAMES, check_stages, num_stages, part_stages,
@@ -60,8 +61,8 @@ def _check_kwargs(kind: str | None, kwargs: dict[str, Any]) -> None:
         return
     if kind is None:
         raise ValueError(f"attention keyword arguments {sorted(kwargs)} were given without an attention kind; "
-                         f"choose attention from: {', '.join(MODEL_KINDS)}")
-    accepted = tuple(ACCEPTED_KWARGS[kind])
+                         f"choose attention from: {', '.join(registry.model_kinds())}")
+    accepted = registry.accepted(kind)
     for k in kwargs:
         if k not in accepted:
             raise ValueError(f"attention {kind!r} does not accept keyword {k!r}; "
