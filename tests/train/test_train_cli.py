@@ -162,10 +162,25 @@ def test_a_record_retrains_to_its_numbers_with_its_recorded_threads(tmp_path, ca
     assert "reproduced exactly" in capsys.readouterr().out
     # a record whose numbers are not what its config trains: rerun says which differ (exit 1)
     first["final"]["val_top1"] += 1.0
+    first["env"]["device_name"] = "Another CPU 9000"             # ... trained on another processor, it says so
     (rec / "metrics.json").write_text(json.dumps(first))
     assert main(["rerun", str(rec), "--out", str(tmp_path / "fourth"), "--no-progress"]) == 1
-    out = capsys.readouterr().out
-    assert "val_top1: recorded" in out and "1 final metric(s) differ" in out
+    cap = capsys.readouterr()
+    assert "val_top1: recorded" in cap.out and "1 final metric(s) differ (processor Another CPU 9000 vs " in cap.out
+    assert "this machine differs from the record's (processor Another CPU 9000 vs " in cap.err
+
+
+def test_env_differences_name_threads_processor_versions_and_code():
+    from attnrepro.train.cli import env_differences
+    env = {"num_threads": 1, "device_name": "CPU A", "torch": "2.14.1", "torchvision": "0.29.1", "python": "3.11.7",
+           "code": {"train": "aa", "models": "bb"}}
+    assert env_differences(env, dict(env)) == []
+    other = {**env, "num_threads": 2, "device_name": "CPU B", "torch": "2.9.1", "code": {"train": "aa", "models": "cc"}}
+    assert env_differences(env, other) == ["threads 1 vs 2", "processor CPU A vs CPU B", "torch 2.14.1 vs 2.9.1",
+                                           "training code differs in models"]
+    old = {k: v for k, v in env.items() if k not in ("device_name", "code")}   # an older record: fewer keys
+    assert env_differences(old, other) == ["threads 1 vs 2", "torch 2.14.1 vs 2.9.1",
+                                           "the record carries no code hashes"]
 
 
 def test_a_recorded_config_hash_is_checked_and_rerun_never_writes_into_the_record(tmp_path, capsys, monkeypatch):

@@ -7,6 +7,9 @@ are the same.
 changed), and when a ``metrics.json`` sits beside it the intra-op thread count it records is applied (CPU results
 depend on it: a sum split over 2 threads rounds differently from one over 1). ``--threads`` sets it explicitly.
 The pipeline sets the same count through ``OMP_NUM_THREADS`` (cores // jobs), and every record says what it was.
+The numbers also depend on the processor (another CPU model's kernels round differently) and the torch
+release: when the record says it was trained on another processor or release, ``train`` says so before it starts,
+and ``rerun`` names every such difference beside the numbers that differ.
 
 Every check that needs no training happens first (keys, values, the YAML file, the device and AMP mode, the
 dataset's presence, a run folder holding another config); any failure exits with code 2 and one line. A run
@@ -24,7 +27,8 @@ from ..cli import add_overrides, overrides_from_args
 from ..config import ConfigError, RunConfig, check_keys
 from ..errors import UsageError
 
-__all__ = ["configure", "run", "config_from_args", "recorded_threads", "configure_rerun", "run_rerun"]
+__all__ = ["configure", "run", "config_from_args", "recorded_env", "recorded_threads", "env_differences",
+           "configure_rerun", "run_rerun"]
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -73,17 +77,53 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
     return RunConfig.from_dict(values)
 
 
-def recorded_threads(config_path: str | os.PathLike | None) -> int | None:
-    """The intra-op thread count recorded in the ``metrics.json`` beside a run folder's ``config.json``, or None."""
+def recorded_env(config_path: str | os.PathLike | None) -> dict:
+    """The ``env`` block of the ``metrics.json`` beside a run folder's ``config.json`` (empty when there is none)."""
     if not config_path:
-        return None
+        return {}
     import json
     try:
         m = json.loads((Path(config_path).parent / "metrics.json").read_text())
     except (OSError, ValueError):
-        return None
-    n = (m.get("env") or {}).get("num_threads") if isinstance(m, dict) else None
+        return {}
+    env = m.get("env") if isinstance(m, dict) else None
+    return env if isinstance(env, dict) else {}
+
+
+def recorded_threads(config_path: str | os.PathLike | None) -> int | None:
+    """The intra-op thread count recorded in the ``metrics.json`` beside a run folder's ``config.json``, or None."""
+    n = recorded_env(config_path).get("num_threads")
     return n if isinstance(n, int) and not isinstance(n, bool) and n >= 1 else None
+
+
+#: what a CPU run's numbers depend on besides its config and thread count: the processor (its SIMD kernels round
+#: differently), the library versions, and the training code
+_ENV_KEYS = (("device_name", "processor"), ("torch", "torch"), ("torchvision", "torchvision"), ("python", "python"))
+
+
+def env_differences(recorded: dict, current: dict) -> list[str]:
+    """What differs between a record's ``env`` and this machine's, in words: the thread count, the processor, the
+    library versions and the training code groups (``env["code"]``). Keys a record lacks are not compared, except
+    the code hashes, whose absence is said."""
+    out = []
+    if recorded.get("num_threads") != current.get("num_threads"):
+        out.append(f"threads {recorded.get('num_threads')} vs {current.get('num_threads')}")
+    for key, word in _ENV_KEYS:
+        if recorded.get(key) is not None and recorded.get(key) != current.get(key):
+            out.append(f"{word} {recorded[key]} vs {current.get(key)}")
+    code_a, code_b = recorded.get("code") or {}, current.get("code") or {}
+    if not code_a:
+        out.append("the record carries no code hashes")
+    elif code_a != code_b:
+        out.append("training code differs in " + ", ".join(g for g in sorted(set(code_a) | set(code_b))
+                                                           if code_a.get(g) != code_b.get(g)))
+    return out
+
+
+def _machine_env() -> dict:
+    import torch
+    from .metrics import env_info
+    return env_info(torch.device("cpu"))
 
 
 def _apply_threads(n: int | None) -> int:
@@ -107,6 +147,12 @@ def run(args: argparse.Namespace) -> int:
     if threads is not None and args.threads is None and int(os.environ.get("RANK", "0")) == 0:
         print(f"attnrepro train: {threads} intra-op thread(s), as recorded beside {args.config}", file=sys.stderr)
     _apply_threads(threads)
+    rec_env = recorded_env(args.config)
+    if rec_env and rec_env.get("device") == "cpu" and cfg.device == "cpu" and int(os.environ.get("RANK", "0")) == 0:
+        diff = [d for d in env_differences(rec_env, _machine_env()) if not d.startswith("threads")]
+        if diff:
+            print(f"attnrepro train: note: this machine differs from the record's ({'; '.join(diff)}): the numbers "
+                  f"can differ from the recorded ones", file=sys.stderr)
     if cfg.deterministic:   # before anything starts cuBLAS (it reads the variable once)
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_WORKSPACE)
     try:
@@ -169,15 +215,6 @@ def run_rerun(args: argparse.Namespace) -> int:
         return 0
     for k, (x, y) in diff.items():
         print(f"attnrepro rerun: {k}: recorded {x}, now {y}")
-    env_a, env_b = rec.get("env") or {}, new.get("env") or {}
-    why = []
-    if env_a.get("num_threads") != env_b.get("num_threads"):
-        why.append(f"threads {env_a.get('num_threads')} vs {env_b.get('num_threads')}")
-    code_a, code_b = env_a.get("code") or {}, env_b.get("code") or {}
-    if not code_a:
-        why.append("the record carries no code hashes")
-    elif code_a != code_b:
-        why.append("training code differs in " + ", ".join(g for g in sorted(set(code_a) | set(code_b))
-                                                            if code_a.get(g) != code_b.get(g)))
+    why = env_differences(rec.get("env") or {}, new.get("env") or {})
     print(f"attnrepro rerun: {len(diff)} final metric(s) differ" + (f" ({'; '.join(why)})" if why else ""))
     return 1
