@@ -1,16 +1,14 @@
 """A module of one's own, end to end: the README's ECA plugin, from a file outside the package, runs in the baseline
-ablation on the smoke preset (a copy of the notebooks folder whose smoke preset adds the variant; the package and the
-committed notebooks are untouched). The papermill kernel and the preflight both need the plugin: the kernel gets it
-through $ATTNREPRO_PLUGINS, which --plugin sets."""
+ablation on the smoke preset, named with ``--variants eca`` (the baseline grid runs any attention kind on request), so
+the package and the committed notebooks are untouched. The papermill kernel and the preflight both need the plugin:
+the kernel gets it through $ATTNREPRO_PLUGINS, which --plugin sets."""
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import nbformat
 import pytest
-import yaml
 from eca_plugin import write_eca_plugin
 
 from attnrepro import cli
@@ -26,19 +24,15 @@ def main(argv) -> int:
 def test_the_readme_eca_plugin_runs_in_the_baseline_ablation_on_the_smoke_preset(tmp_path, capsys):
     (tmp_path / "elsewhere").mkdir()
     plugin = write_eca_plugin(tmp_path / "elsewhere")
-    nb = tmp_path / "my-notebooks"
-    shutil.copytree(REPO / "notebooks", nb)          # as the README says: cp -r notebooks my-notebooks
-    smoke = yaml.safe_load((nb / "presets" / "smoke.yaml").read_text())
-    smoke["ablations"]["baseline"].update(variants={"eca": {"attention": "eca"}}, only=["none", "eca"])
-    (nb / "presets" / "smoke.yaml").write_text(yaml.safe_dump(smoke, sort_keys=False))
+    committed = {p: p.read_bytes() for p in (REPO / "notebooks").rglob("*") if p.is_file()}
     runs = tmp_path / "runs"
-    args = ["--preset", "smoke", "--notebooks-dir", nb, "--runs-dir", runs]
+    args = ["--preset", "smoke", "--runs-dir", runs]
 
-    # without the plugin the variant is an unknown attention, and the message says how to add one
-    assert main(["list", "baseline", *args]) == 2
-    assert "attention='eca' is not valid" in capsys.readouterr().err
+    # without the plugin eca is no variant, and the message says that a plugin's kind needs --plugin
+    assert main(["list", "baseline", *args, "--variants", "eca"]) == 2
+    assert "a plugin's kind needs --plugin" in capsys.readouterr().err
 
-    assert main(["run", "baseline", *args, "--plugin", plugin]) == 0, capsys.readouterr().err
+    assert main(["run", "baseline", *args, "--variants", "eca", "--plugin", plugin]) == 0, capsys.readouterr().err
     capsys.readouterr()
     folders = sorted(p.name for p in (runs / "smoke" / "baseline").iterdir())
     assert folders == ["eca-s0", "none-s0"]
@@ -55,8 +49,9 @@ def test_the_readme_eca_plugin_runs_in_the_baseline_ablation_on_the_smoke_preset
     # ECA in the 3 blocks of stage 3 (32 channels at width 0.5: a 3-tap conv each) and nothing else
     assert metrics["eca-s0"]["params"] - metrics["none-s0"]["params"] == 3 * 3
 
-    assert main(["list", "baseline", *args, "--plugin", plugin]) == 0
+    assert main(["list", "baseline", *args, "--variants", "eca", "--plugin", plugin]) == 0
     assert all(" finished " in line for line in capsys.readouterr().out.strip().splitlines())
+    assert {p: p.read_bytes() for p in (REPO / "notebooks").rglob("*") if p.is_file()} == committed
     assert main(["compare", "baseline", "none", "eca", *args, "--json"]) == 0
     row = json.loads(capsys.readouterr().out)
     assert row["n_pairs"] == 1 and row["verdict"] == "no pairs"       # one seed: a delta, no verdict

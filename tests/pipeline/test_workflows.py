@@ -115,6 +115,33 @@ def test_seeds_and_variants_run_exactly_those_with_the_references_seeds(nbdir, t
     assert len(calls) == 2
 
 
+def test_a_registered_kind_runs_on_request_in_the_baseline_ablation(nbdir, tmp_path, calls, capsys):
+    """``--variants mygate`` names a kind the registry knows but the grid does not list: the baseline grid
+    (``variants_on_request: attention``) runs it as {attention: mygate} beside the reference; a grid without that
+    entry, an unknown kind and an invalid value are refused before anything runs."""
+    import attnrepro
+    import torch.nn as nn
+    runs = tmp_path / "runs"
+    assert attn(["run", "baseline", "--preset", "tiny", "--variants", "mygate", "--seeds", "0"], nbdir, runs) == 2
+    assert "a plugin's kind needs --plugin" in capsys.readouterr().err
+    attnrepro.register("mygate", kind="gate", build=lambda channels: nn.Identity())
+    assert attn(["run", "baseline", "--preset", "tiny", "--variants", "mygate,aw+mygate", "--seeds", "0"],
+                nbdir, runs) == 0
+    assert sorted(calls) == ["baseline/aw+mygate-s0", "baseline/mygate-s0", "baseline/none-s0"]
+    cfg = json.loads((runs / "tiny" / "baseline" / "mygate-s0" / "config.json").read_text())
+    assert cfg["attention"] == "mygate"
+    info = json.loads((runs / "tiny" / "baseline" / "mygate-s0" / "variant.json").read_text())
+    assert info["params"] == {"attention": "mygate"} and info["reference"] == "none"
+    # the kernel grid has no variants_on_request: a kind is no kernel variant
+    assert attn(["run", "kernel", "--preset", "tiny", "--variants", "mygate"], nbdir, runs) == 2
+    assert "not a variant of kernel" in capsys.readouterr().err
+    grid = yaml.safe_load((nbdir / "baseline.yaml").read_text())
+    (nbdir / "baseline.yaml").write_text(yaml.safe_dump({**grid, "variants_on_request": "nosuchkey"}))
+    assert attn(["run", "baseline", "--preset", "tiny", "--variants", "other"], nbdir, runs) == 2
+    assert "variants_on_request 'nosuchkey' is not a run-config key" in capsys.readouterr().err
+    assert len(calls) == 3
+
+
 def test_the_report_expects_only_what_was_run(nbdir, tmp_path, calls):
     """Seed 5 of se (and so of the reference) added to a preset of seeds 0, 1: the other variants are not expected
     at seed 5."""

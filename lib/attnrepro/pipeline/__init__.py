@@ -25,6 +25,8 @@ Grid YAML (``notebooks/<ablation>.yaml``)::
     axes:                          # and/or a product: axis key -> {value name: value}; variant name is the
       radius_init: {r1: 1.0, r2: 2.0}    #   value names joined by '-' in axis order (e.g. 'r2-frozen');
       learn_radius: {learn: true, frozen: false}   # a value may also be a mapping of several keys
+    variants_on_request: attention # optional: `--variants NAME` may also name any valid value of this key
+                                   #   (e.g. a plugin's attention kind eca), run as {attention: NAME}
 
 Preset YAML (``notebooks/presets/<preset>.yaml``)::
 

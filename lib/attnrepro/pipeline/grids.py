@@ -25,7 +25,7 @@ __all__ = ["Run", "RUNNER_KEYS", "notebooks_dir", "default_runs_dir", "list_abla
 RUNNER_KEYS = ("out_dir",)  # notebook parameters the runner always sets (besides every run-config key)
 
 
-_GRID_KEYS = {"reference", "base", "variants", "axes", "description", "notebook"}
+_GRID_KEYS = {"reference", "base", "variants", "axes", "description", "notebook", "variants_on_request"}
 
 
 _PRESET_KEYS = {"description", "seeds", "jobs", "base", "options", "ablations", "analysis"}
@@ -374,6 +374,7 @@ def expand(ablations: Sequence[str], preset: str, overrides: Sequence[Sequence[s
         if reference is not None and reference not in grid_variants(grid, where) and reference not in variants:
             raise ConfigError(f"{where}: reference {reference!r} is not a variant; variants: {', '.join(variants)}")
         if only_variants is not None:
+            variants.update(_on_request(grid, where, [v for v in only_variants if v not in variants]))
             unknown_variants -= set(variants)
             keep = [v for v in variants if v in only_variants or v == reference]
             if not any(v in only_variants for v in variants):
@@ -412,15 +413,40 @@ def expand(ablations: Sequence[str], preset: str, overrides: Sequence[Sequence[s
                                 reference=reference, notebook=nbd / f"{abl}.ipynb",
                                 out_dir=rdir / preset / abl / f"{vname}-s{seed}", options=opts))
     if unknown_variants:
+        keys = sorted({g["variants_on_request"] for g in grids.values() if g.get("variants_on_request")})
+        more = (f"; or any value of {' or '.join(keys)} this code accepts, run on request (`attnrepro config` "
+                f"lists them; a plugin's kind needs --plugin)") if keys else ""
         raise UsageError(f"--variants: {', '.join(sorted(unknown_variants))} is not a variant of "
                          f"{', '.join(grids)} under preset {preset}; variants: "
-                         f"{', '.join(_all_variant_names(grids, pre, preset))}")
+                         f"{', '.join(_all_variant_names(grids, pre, preset))}{more}")
     if hashed and changed:
         folder = override_folder(preset, {k: cfg_over[k] for k in hashed})
         for r in runs:
             r.preset, r.overrides = folder, {k: getattr(r.config, k) for k in hashed}
             r.out_dir = rdir / folder / r.ablation / r.out_dir.name
     return runs
+
+
+def _on_request(grid: Mapping, where: str, names: Sequence[str]) -> dict[str, dict]:
+    """The variants that ``--variants`` names beyond the grid's, for a grid with ``variants_on_request: KEY``: each
+    name that is a valid value of run-config key ``KEY`` becomes the variant ``{KEY: name}`` (e.g. a plugin's
+    attention kind ``eca`` in the baseline ablation). Names that are not valid values stay unknown."""
+    key = grid.get("variants_on_request")
+    if not key:
+        return {}
+    if key not in KEYS:
+        raise ConfigError(f"{where}: variants_on_request {key!r} is not a run-config key (`attnrepro config` lists "
+                          f"them)")
+    out = {}
+    for name in names:
+        if not _NAME_RE.match(name):
+            continue
+        try:
+            RunConfig.from_dict({key: coerce(key, name)})
+        except ConfigError:
+            continue
+        out[name] = {key: coerce(key, name)}
+    return out
 
 
 def _without(merged: Mapping, hashed: Sequence[str], pre: Mapping, grid: Mapping, pa: Mapping, vkeys: Mapping,
