@@ -142,6 +142,30 @@ def test_a_registered_kind_runs_on_request_in_the_baseline_ablation(nbdir, tmp_p
     assert len(calls) == 3
 
 
+def test_a_follow_up_preset_reuses_the_finished_runs_of_the_preset_it_names(nbdir, tmp_path, calls, capsys):
+    """``reuse_from: [tiny]``: a follow-up preset's runs whose config a run of ``tiny`` finished are copies of it
+    (trained once, counted once); the others train; a preset it cannot name is refused before anything runs."""
+    runs = tmp_path / "runs"
+    assert attn(["run", "baseline", "--preset", "tiny", "--variants", "se", "--seeds", "0"], nbdir, runs) == 0
+    before = snapshot(runs / "tiny")
+    follow = {"seeds": [0], "base": TINY, "reuse_from": ["tiny"], "ablations": {"baseline": {"only": ["none", "cbam"]}}}
+    (nbdir / "presets" / "follow.yaml").write_text(yaml.safe_dump(follow))
+    assert attn(["run", "baseline", "--preset", "follow"], nbdir, runs) == 0
+    assert calls == ["baseline/none-s0", "baseline/se-s0", "baseline/cbam-s0"]      # none-s0 of follow: reused
+    m = json.loads((runs / "follow" / "baseline" / "none-s0" / "metrics.json").read_text())
+    assert m["reused_from"] == "tiny/baseline/none-s0" and m["status"] == "finished"
+    assert snapshot(runs / "tiny") == before
+    # without reuse_from the same preset trains its own reference
+    (nbdir / "presets" / "alone.yaml").write_text(yaml.safe_dump({k: v for k, v in follow.items() if k != "reuse_from"}))
+    assert attn(["run", "baseline", "--preset", "alone"], nbdir, runs) == 0
+    assert calls[3:] == ["baseline/none-s0", "baseline/cbam-s0"]
+    for bad in (["nosuch"], ["follow"], "tiny tiny", [3]):
+        (nbdir / "presets" / "follow.yaml").write_text(yaml.safe_dump({**follow, "reuse_from": bad}))
+        assert attn(["run", "baseline", "--preset", "follow"], nbdir, runs) == 2
+        assert "must list other presets" in capsys.readouterr().err
+    assert len(calls) == 5
+
+
 def test_the_report_expects_only_what_was_run(nbdir, tmp_path, calls):
     """Seed 5 of se (and so of the reference) added to a preset of seeds 0, 1: the other variants are not expected
     at seed 5."""

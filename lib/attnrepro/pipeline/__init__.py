@@ -40,6 +40,8 @@ Preset YAML (``notebooks/presets/<preset>.yaml``)::
         base: {heads: 2}                               #   keys applied after the grid's base
         variants: {s4: {stages: [4]}}                  #   extra (or replaced) variants
         only: [none, s1, s4]                           #   run only these variants
+    reuse_from: [cpu2]                                 # optional: other presets whose finished runs of an
+                                                       #   identical config are reused (a follow-up preset)
 
 A run's config is merged in this order, later wins: RunConfig defaults, preset ``base``, grid ``base``,
 preset ``ablations.<name>.base``, the variant, ``seed``, CLI ``-p`` overrides. ``stages`` may also be written

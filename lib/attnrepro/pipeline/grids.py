@@ -28,7 +28,7 @@ RUNNER_KEYS = ("out_dir",)  # notebook parameters the runner always sets (beside
 _GRID_KEYS = {"reference", "base", "variants", "axes", "description", "notebook", "variants_on_request"}
 
 
-_PRESET_KEYS = {"description", "seeds", "jobs", "base", "options", "ablations", "analysis"}
+_PRESET_KEYS = {"description", "seeds", "jobs", "base", "options", "ablations", "analysis", "reuse_from"}
 
 
 _PRESET_ABLATION_KEYS = {"base", "variants", "only"}
@@ -127,6 +127,14 @@ def load_preset(nb_dir: Path, preset: str) -> dict:
         abl[name] = over
     data["ablations"] = abl
     data["analysis_spec"] = analysis_spec(data.get("analysis"), f"{where}: analysis")
+    reuse_from = data.get("reuse_from") or []
+    if isinstance(reuse_from, str):
+        reuse_from = [reuse_from]
+    others = [n for n in names if n != preset]
+    if not isinstance(reuse_from, list) or any(not isinstance(r, str) or r not in others for r in reuse_from):
+        raise ConfigError(f"{where}: reuse_from={data.get('reuse_from')!r} must list other presets whose finished "
+                          f"runs of an identical config this preset reuses; presets: {', '.join(others) or 'none'}")
+    data["reuse_from"] = reuse_from
     return data
 
 
@@ -199,6 +207,7 @@ class Run:
     out_dir: Path
     options: dict           # notebook options (non-config parameters)
     overrides: dict = dataclasses.field(default_factory=dict)   # hashed `-p` keys that made this a preset+... folder
+    twin_presets: tuple = ()   # other presets' folders searched for an identical finished config (reuse_from)
 
     @property
     def name(self) -> str:
@@ -411,7 +420,8 @@ def expand(ablations: Sequence[str], preset: str, overrides: Sequence[Sequence[s
                 params = {k: getattr(cfg, k) for k in vkeys}
                 runs.append(Run(preset=preset, ablation=abl, variant=vname, seed=seed, config=cfg, params=params,
                                 reference=reference, notebook=nbd / f"{abl}.ipynb",
-                                out_dir=rdir / preset / abl / f"{vname}-s{seed}", options=opts))
+                                out_dir=rdir / preset / abl / f"{vname}-s{seed}", options=opts,
+                                twin_presets=tuple(pre["reuse_from"])))
     if unknown_variants:
         keys = sorted({g["variants_on_request"] for g in grids.values() if g.get("variants_on_request")})
         more = (f"; or any value of {' or '.join(keys)} this code accepts, run on request (`attnrepro config` "

@@ -118,13 +118,16 @@ def protected(run: Run) -> str | None:
 
 
 def _twin_roots(run: Run) -> list[Path]:
-    """Where identical configs are looked for: the run's own preset folder, and for a ``<preset>+...`` override
-    folder also the preset's own folder (an override that leaves a config unchanged reuses the preset's run)."""
+    """Where identical configs are looked for: the run's own preset folder; for a ``<preset>+...`` override
+    folder also the preset's own folder (an override that leaves a config unchanged reuses the preset's run); then
+    the folders of the presets its preset names in ``reuse_from`` (a follow-up preset reuses the reference runs of
+    the preset it follows, so they are trained and counted once)."""
     root = run.out_dir.parent.parent
     roots = [root]
-    base = root.parent / base_preset(root.name)
-    if base != root and base.is_dir():
-        roots.append(base)
+    for other in (base_preset(root.name), *run.twin_presets):
+        d = root.parent / other
+        if d not in roots and d.is_dir():
+            roots.append(d)
     return roots
 
 
