@@ -16,6 +16,7 @@ import yaml
 from ..config import _NOT_HASHED, KEYS, ConfigError, RunConfig, check_keys, coerce, num_stages
 from ..design import analysis_spec
 from ..errors import UsageError
+from .cluster import cluster_spec
 
 __all__ = ["Run", "RUNNER_KEYS", "notebooks_dir", "default_runs_dir", "list_ablations", "list_presets", "load_grid",
            "load_preset", "grid_variants", "resolve_stages", "notebook_parameters", "split_overrides", "expand",
@@ -28,7 +29,7 @@ RUNNER_KEYS = ("out_dir",)  # notebook parameters the runner always sets (beside
 _GRID_KEYS = {"reference", "base", "variants", "axes", "description", "notebook"}
 
 
-_PRESET_KEYS = {"description", "seeds", "jobs", "base", "options", "ablations", "analysis"}
+_PRESET_KEYS = {"description", "seeds", "jobs", "base", "options", "ablations", "analysis", "cluster"}
 
 
 _PRESET_ABLATION_KEYS = {"base", "variants", "only"}
@@ -127,6 +128,7 @@ def load_preset(nb_dir: Path, preset: str) -> dict:
         abl[name] = over
     data["ablations"] = abl
     data["analysis_spec"] = analysis_spec(data.get("analysis"), f"{where}: analysis")
+    data["cluster_spec"] = cluster_spec(data.get("cluster"), where=where)
     return data
 
 
