@@ -74,6 +74,10 @@ def run_run(args: argparse.Namespace) -> int:
         else:
             results = run_all(runs, jobs=jobs, force=args.force, replace=args.replace)
     except KeyboardInterrupt:
+        if args.executor == "submitit":
+            print("\nattnrepro run: stopped waiting; the submitted jobs go on (attnrepro list shows their state)",
+                  file=sys.stderr)
+            return 130
         done = sum(1 for r in runs if run_state(r) == "finished")
         print(f"\nattnrepro run: interrupted; {done} of {len(runs)} run(s) are finished and kept, an interrupted "
               "run resumes from its checkpoint on the next attnrepro run", file=sys.stderr)
