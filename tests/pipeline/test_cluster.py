@@ -149,6 +149,10 @@ def test_one_job_per_config_and_a_live_job_is_not_submitted_twice(nbdir, tmp_pat
     monkeypatch.setattr(jobs, "job_state", lambda info: ("queued", "PENDING"))
     res = jobs.submit_runs(runs, spec, cluster="local")
     assert log == [] and {r["status"] for r in res} == {"queued"}
+    # nor when Slurm cannot say what became of them (sacct down, the job too old): the user decides
+    monkeypatch.setattr(jobs, "job_state", lambda info: ("unknown", "UNKNOWN"))
+    res = jobs.submit_runs(runs, spec, cluster="local")
+    assert log == [] and {r["status"] for r in res} == {"unknown"} and "job.json" in res[0]["reason"]
 
 
 def test_a_job_that_died_is_recorded_with_its_state_and_submitted_again(nbdir, tmp_path, monkeypatch):

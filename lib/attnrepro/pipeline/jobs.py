@@ -222,10 +222,12 @@ def submit_runs(runs: Sequence[Run], spec: ClusterSpec, *, cluster: str = "slurm
         old = read_job(first)
         if old is not None:
             state, detail = job_state(old)
-            if state in ("queued", "running") and not force:
-                results.update({r.name: _job_summary(r, state, old["job_id"]) for r in group})
+            if state in ("queued", "running", "unknown") and not force:   # never two jobs for one run
+                note = f"state unknown: {detail}; remove its {JOB_FILE} to submit it again" if state == "unknown" \
+                    else ""
+                results.update({r.name: _job_summary(r, state, old["job_id"], note) for r in group})
                 continue
-            if state in ("failed", "unknown"):
+            if state == "failed":
                 _record_job_end(group, old, state, detail)
         if first.name not in trains:     # a finished twin exists: reuse it here, no job
             for res in execute_group(first, group[1:], force=force, kernel_name=kernel_name):
