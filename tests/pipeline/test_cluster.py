@@ -293,3 +293,13 @@ def test_a_killed_job_resumes_from_its_checkpoint_when_submitted_again(nbdir, tm
 
 def _metrics_lines(run_dir: Path) -> list[dict]:
     return [json.loads(ln) for ln in (run_dir / "metrics.jsonl").read_text().splitlines() if ln.strip()]
+
+
+def test_the_jobs_folder_is_not_a_preset(tmp_path):
+    """submitit's folder (``<runs>/.submitit/``) sits beside the preset folders: the report must not count it."""
+    from attnrepro.analysis import results
+    (tmp_path / "smoke" / "kernel" / "gaussian-s0").mkdir(parents=True)
+    (tmp_path / ".submitit" / "smoke").mkdir(parents=True)
+    assert [p.name for p in results.preset_folders(tmp_path)] == ["smoke"]
+    run = pipeline.expand(["kernel"], "smoke", {}, nb_dir=NB, runs_dir=tmp_path)[0]
+    assert jobs.job_folder(run) == tmp_path / ".submitit" / "smoke"
