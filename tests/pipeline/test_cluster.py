@@ -170,6 +170,38 @@ def test_a_job_that_died_is_recorded_with_its_state_and_submitted_again(nbdir, t
     assert jobs.read_job(run)["job_id"] == "1002"
 
 
+def test_wait_polls_until_every_job_has_ended_and_records_a_dead_one(nbdir, tmp_path, monkeypatch, capsys):
+    """--wait: each job is asked for its state until it has ended; a job that finished has written its runs'
+    records (here: the job's own code, execute_group, run when the fake job 'ends'); a job that died (a node
+    failure) gets its runs recorded as failed with the job's state, the twin waiting for it too."""
+    from test_pipeline import _fake_papermill
+    runs = pipeline.expand(["kernel", "placement"], "tiny", {}, nb_dir=nbdir, runs_dir=tmp_path)
+    by_name = {r.name: r for r in runs}
+    _submit_env(monkeypatch)
+    monkeypatch.setattr(execution, "_papermill", _fake_papermill([]))
+    asked: dict[str, int] = {}
+
+    def fake_state(info):
+        n = asked[info["job_id"]] = asked.get(info["job_id"], 0) + 1
+        if n < 3:
+            return ("queued", "PENDING") if n == 1 else ("running", "RUNNING")
+        if info["job_id"] == "1001":
+            return "failed", "NODE_FAIL"
+        if n == 3:      # the job runs now, as RunJob would
+            group = [by_name[name] for name in info["runs"]]
+            list(execution.execute_group(group[0], group[1:]))
+        return "finished", ""
+    monkeypatch.setattr(jobs, "job_state", fake_state)
+    res = {r["run"]: r for r in jobs.submit_runs(runs, cluster.ClusterSpec(), cluster="local", wait=True, poll_s=0)}
+    assert set(asked.values()) == {3}                 # every job asked until it ended, and no more
+    assert res["kernel/gaussian-s0"]["status"] == "failed" and res["kernel/gaussian-s0"]["reason"] == \
+        "job 1001 failed: NODE_FAIL"
+    assert res["placement/all-s0"]["status"] == "failed" and "kernel/gaussian-s0" in res["placement/all-s0"]["reason"]
+    others = {k: v["status"] for k, v in res.items() if k not in ("kernel/gaussian-s0", "placement/all-s0")}
+    assert set(others.values()) == {"finished"}, others
+    assert "NODE_FAIL" in (tmp_path / "tiny" / "kernel" / "gaussian-s0" / "log.txt").read_text()
+
+
 def test_a_preempted_job_records_why_and_requeues_without_force(nbdir, tmp_path, monkeypatch):
     run = pipeline.expand(["kernel"], "tiny", {}, nb_dir=nbdir, runs_dir=tmp_path)[0]
     run.out_dir.mkdir(parents=True)

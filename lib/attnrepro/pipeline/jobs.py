@@ -199,7 +199,8 @@ def submit_runs(runs: Sequence[Run], spec: ClusterSpec, *, cluster: str = "slurm
         spec: each job's resources (:func:`attnrepro.pipeline.cluster.cluster_spec`).
         cluster: ``slurm``, or ``local`` (submitit's local executor: jobs are processes of this machine).
         force, replace: as for :func:`attnrepro.pipeline.execution.run_all`.
-        wait: block until every job has ended; the summaries are then the run folders' records (status
+        wait: block until every job of these runs has ended (those submitted now, and those an earlier call
+            submitted that are still queued or running); the summaries are then the run folders' records (status
             ``finished``, ``reused`` or ``failed``), else ``submitted`` (or ``queued``/``running`` for a run whose
             earlier job is still alive) with the job id.
         poll_s: how often ``wait`` asks for the jobs' states.
@@ -216,7 +217,8 @@ def submit_runs(runs: Sequence[Run], spec: ClusterSpec, *, cluster: str = "slurm
     p = prepare(runs, force=force, replace=replace, gpus=None if cluster == "local" else spec.gpus_per_node)
     results: dict[str, dict] = dict(p.skipped)
     trains = {r.name for r in p.will_train}
-    submitted: list[tuple] = []          # (job, info, [first, *waiting])
+    submitted: list[tuple] = []          # (info, [first, *waiting]) of the jobs submitted now
+    alive: list[tuple] = []              # and of those an earlier call submitted, still queued or running
     for first in p.firsts:
         group = [first, *p.waiting[first.name]]
         old = read_job(first)
@@ -226,6 +228,8 @@ def submit_runs(runs: Sequence[Run], spec: ClusterSpec, *, cluster: str = "slurm
                 note = f"state unknown: {detail}; remove its {JOB_FILE} to submit it again" if state == "unknown" \
                     else ""
                 results.update({r.name: _job_summary(r, state, old["job_id"], note) for r in group})
+                if state != "unknown":
+                    alive.append((old, group))
                 continue
             if state == "failed":
                 _record_job_end(group, old, state, detail)
@@ -246,20 +250,20 @@ def submit_runs(runs: Sequence[Run], spec: ClusterSpec, *, cluster: str = "slurm
         for r in group:
             r.out_dir.mkdir(parents=True, exist_ok=True)
             _write_json(r.out_dir / JOB_FILE, info)
-        submitted.append((job, info, group))
+        submitted.append((info, group))
         results.update({r.name: _job_summary(r, "submitted", info["job_id"]) for r in group})
     if submitted:
         print(f"submitted {len(submitted)} job(s) to {cluster}; their logs: {job_folder(runs[0])}", file=sys.stderr,
               flush=True)
     if wait:
-        pending = list(submitted)
+        pending = submitted + alive
         while pending:
             still = []
-            for job, info, group in pending:
-                if not job.done():
-                    still.append((job, info, group))
-                    continue
+            for info, group in pending:
                 state, detail = job_state(info)
+                if state in ("queued", "running") or (state == "unknown" and info["cluster"] == "slurm"):
+                    still.append((info, group))      # (sacct may not know a job for a while)
+                    continue
                 if state != "finished" or any(run_state(r) not in ("finished", "failed") for r in group):
                     _record_job_end(group, info, state, detail)
                 for r in group:
