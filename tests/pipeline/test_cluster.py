@@ -95,6 +95,27 @@ def test_bad_cluster_input_exits_2_before_anything_is_submitted(section, argv, w
         assert w in err, err
 
 
+@pytest.mark.parametrize("sbatch, argv, words", [
+    (None, [], ["no Slurm here", "--submitit-cluster local"]),
+    ("/usr/bin/sbatch", ["-p", "device", "cuda"], ["cannot start here, so none was started", "gpus_per_node=0"]),
+    ("/usr/bin/sbatch", ["-p", "device", "cuda", "--cluster", "gpus_per_node", "1", "-p", "dataset", "fashion_mnist",
+                         "-p", "data_dir", "{tmp}/no"],
+     ["cannot start here", "{tmp}/no"]),
+])
+def test_slurm_submission_is_checked_first(sbatch, argv, words, nbdir, tmp_path, monkeypatch, capsys):
+    """No Slurm, a cuda run whose job asks for no GPU, data the nodes will not find: exit 2, nothing submitted."""
+    submitted: list = []
+    monkeypatch.setattr(jobs, "_executor", lambda *a: submitted.append(a))
+    monkeypatch.setattr(jobs.shutil, "which", lambda name: sbatch)
+    argv = ["run", "kernel", "--preset", "tiny", "--notebooks-dir", nbdir, "--runs-dir", tmp_path / "runs",
+            "--executor", "submitit", *[str(a).replace("{tmp}", str(tmp_path)) for a in argv]]
+    assert main(argv, monkeypatch) == 2
+    err = capsys.readouterr().err
+    assert submitted == [] and not (tmp_path / "runs").exists()
+    for w in words:
+        assert w.replace("{tmp}", str(tmp_path)) in err, err
+
+
 def test_slurm_preflight_judges_the_gpus_the_job_requests(tmp_path, monkeypatch):
     """On a login node without a GPU, a cuda run is fine when its job requests GPUs, and refused when it does not."""
     import torch
