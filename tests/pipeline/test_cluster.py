@@ -176,6 +176,26 @@ def test_one_job_per_config_and_a_live_job_is_not_submitted_twice(nbdir, tmp_pat
     assert log == [] and {r["status"] for r in res} == {"unknown"} and "job.json" in res[0]["reason"]
 
 
+def test_list_shows_each_runs_job_beside_its_folder_state(nbdir, tmp_path, monkeypatch, capsys):
+    from test_pipeline import _fake_papermill
+    runs = [r for r in pipeline.expand(["kernel", "placement"], "tiny", {}, nb_dir=nbdir, runs_dir=tmp_path)
+            if r.name in ("kernel/gaussian-s0", "placement/all-s0", "kernel/cauchy-s0")]
+    _submit_env(monkeypatch, state=("running", "RUNNING"))
+    jobs.submit_runs(runs, cluster.ClusterSpec(), cluster="local")
+    monkeypatch.setattr(execution, "_papermill", _fake_papermill([]))
+    list(execution.execute_group(runs[0], [r for r in runs if r.name == "placement/all-s0"]))   # the job ran
+    states = {"1001": ("finished", ""), "1002": ("running", "RUNNING")}
+    monkeypatch.setattr(jobs, "job_state", lambda info: states[info["job_id"]])
+    assert main(["list", "kernel", "placement", "--preset", "tiny", "--notebooks-dir", nbdir, "--runs-dir", tmp_path],
+                monkeypatch) == 0
+    lines = {ln.split()[0]: ln for ln in capsys.readouterr().out.splitlines()}
+    assert lines["kernel/gaussian-s0"].split()[1:5] == ["finished", "job", "1001", "finished"]
+    assert lines["placement/all-s0"].split()[1:5] == ["finished", "job", "1001", "finished"]
+    assert "(reused from tiny/kernel/gaussian-s0)" in lines["placement/all-s0"]
+    assert lines["kernel/cauchy-s0"].split()[1:5] == ["new", "job", "1002", "running"]
+    assert "job" not in lines["kernel/uniform-s0"]
+
+
 def test_a_job_that_died_is_recorded_with_its_state_and_submitted_again(nbdir, tmp_path, monkeypatch):
     run = pipeline.expand(["kernel"], "tiny", {}, nb_dir=nbdir, runs_dir=tmp_path)[0]
     log = _submit_env(monkeypatch)

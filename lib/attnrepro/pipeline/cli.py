@@ -138,14 +138,13 @@ def run_list(args: argparse.Namespace) -> int:
         ref = " (reference)" if r.variant == r.reference else ""
         state = run_state(r)
         info = read_job(r)
-        if info is not None:
-            state = f"{state:<10}  job {info['job_id']} {job_state(info)[0]}"
+        job = f"  job {info['job_id']} {job_state(info)[0]}" if info is not None else ""
         reused = ""
         if state == "finished":
             origin, broken = reuse_origin(r.out_dir, r.out_dir.parents[2])
             if origin:
                 reused = f" (reused from {origin}" + (f"; link broken: {broken})" if broken else ")")
-        print(f"{r.name:<{w}}  {state:<10}  {r.config.hash()}  {params}{ref}{reused}")
+        print(f"{r.name:<{w}}  {state:<10}{job}  {r.config.hash()}  {params}{ref}{reused}")
     return 0
 
 

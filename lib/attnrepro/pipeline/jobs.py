@@ -33,7 +33,8 @@ from ..errors import UsageError
 from .cluster import ClusterSpec, executor_parameters, for_cluster, node_command, rendezvous_args
 from .execution import KERNEL_NAME, ensure_kernel, execute_group, prepare, progress_line
 from .grids import Run
-from .runstate import _record_failure, _run_locks, _summary_of, _write_json, record_twin_failure, run_state
+from .runstate import (JOB_FILE, _record_failure, _run_locks, _summary_of, _write_json, record_twin_failure,
+                       run_state)
 
 try:    # submitit is a dependency; the pool and `attnrepro list` work without it
     from submitit.helpers import Checkpointable
@@ -47,8 +48,6 @@ EXECUTORS = ("local", "submitit")
 
 #: submitit clusters: ``slurm``, or ``local`` (jobs as processes of this machine: the tests, a dry run)
 CLUSTERS = ("slurm", "local")
-
-JOB_FILE = "job.json"
 
 #: Slurm's job states, by what they mean for a run (``squeue``/``sacct`` names)
 _SLURM_STATES = {
