@@ -185,7 +185,8 @@ def test_list_shows_each_runs_job_beside_its_folder_state(nbdir, tmp_path, monke
     monkeypatch.setattr(execution, "_papermill", _fake_papermill([]))
     list(execution.execute_group(runs[0], [r for r in runs if r.name == "placement/all-s0"]))   # the job ran
     states = {"1001": ("finished", ""), "1002": ("running", "RUNNING")}
-    monkeypatch.setattr(jobs, "job_state", lambda info: states[info["job_id"]])
+    from attnrepro.pipeline import cli as pipeline_cli
+    monkeypatch.setattr(pipeline_cli, "job_state", lambda info: states[info["job_id"]])
     assert main(["list", "kernel", "placement", "--preset", "tiny", "--notebooks-dir", nbdir, "--runs-dir", tmp_path],
                 monkeypatch) == 0
     lines = {ln.split()[0]: ln for ln in capsys.readouterr().out.splitlines()}
