@@ -65,6 +65,11 @@ def test_a_multi_node_request_gives_a_torchrun_rendezvous(tmp_path):
     # the first node's notebook starts the same command (pipeline.notebook.train), so every node joins one rendezvous
     from attnrepro.pipeline.notebook import torchrun_command
     assert torchrun_command(run.config, run.out_dir.resolve(), 8, cluster.rendezvous_args(2, "gpu017", "4242")) == cmd
+    # the preset's own nproc_per_node (4 of each node's 8 GPUs) is every node's, the first node's notebook included
+    four = pipeline.expand(["baseline"], "imagenet", {"data_dir": "/d", "nproc_per_node": "4"}, nb_dir=NB,
+                           runs_dir=tmp_path)[0]
+    four = cluster.for_cluster(four, spec)
+    assert four.options["nproc_per_node"] == 4 and "--nproc_per_node=4" in cluster.node_command(four, spec, "h", "1")
     # a preset that says both how to span machines is refused
     twice = pipeline.expand(["baseline"], "imagenet", {"data_dir": "/d", "torchrun_args": "--nnodes 2"}, nb_dir=NB,
                             runs_dir=tmp_path)[0]

@@ -160,10 +160,11 @@ def rendezvous_args(nodes: int, host: str, job_id: str) -> str:
 
 def node_command(run, spec: ClusterSpec, host: str, job_id: str) -> list[str]:
     """The torchrun command one node of a multi-node run executes (every node runs the same one; the notebook on
-    the first node starts it there, see :func:`attnrepro.pipeline.notebook.train`)."""
+    the first node starts it there, see :func:`attnrepro.pipeline.notebook.train`). ``run`` as :func:`for_cluster`
+    gives it: its ``nproc_per_node`` is the notebook's."""
     from .notebook import torchrun_command
-    return torchrun_command(run.config, Path(run.out_dir).resolve(), spec.nproc_per_node,
-                            rendezvous_args(spec.nodes, host, job_id))
+    nproc = run.options.get("nproc_per_node") or spec.nproc_per_node
+    return torchrun_command(run.config, Path(run.out_dir).resolve(), nproc, rendezvous_args(spec.nodes, host, job_id))
 
 
 def for_cluster(run, spec: ClusterSpec):
