@@ -9,8 +9,9 @@ process pool does (:func:`attnrepro.pipeline.execution.execute_group`), so nothi
 - Each run folder of a job gets ``job.json`` (written atomically): the job id, the executor, submitit's job
   folder (``<runs>/.submitit/<preset>/``: its scripts, pickles and logs) and the runs of the job. ``attnrepro
   list`` shows the job's state from it; a second ``attnrepro run`` does not submit a run whose job is still queued
-  or running, and records a job that ended without a record (killed, out of memory, node failure) as failed with
-  the job's state before it submits the run again, which then resumes from its checkpoint.
+  or running (or whose state Slurm cannot tell), and records a job that ended without a record (killed, out of
+  memory, node failure) as failed with the job's state before it submits the run again, which then resumes from
+  its checkpoint.
 - A job preempted or out of time gets Slurm's USR2 signal; :class:`RunJob` is
   :class:`submitit.helpers.Checkpointable`: it records why in ``metrics.json`` and submitit requeues it; the
   requeued job resumes the run from its ``checkpoint.pt``.
