@@ -141,3 +141,49 @@ def held_lock_and_record(path, order, waited):
     from attnrepro._io import held_lock
     with held_lock(path, on_wait=waited.set):
         order.append("waiter in")
+
+
+def test_a_lock_on_a_file_the_path_no_longer_names_is_taken_again(tmp_path, monkeypatch):
+    """NFS renames a file removed while another client has it open (``.nfsXXXX``): it keeps its link, so filelock's
+    unlinked-inode check passes for a waiter that opened the old file just before the holder removed it and locked
+    it just after. That waiter must lock the file the path names, or a newcomer would lock that one and be in at the
+    same time. The race is made certain here: the first lock taken is renamed away the moment it is held."""
+    import threading
+
+    import filelock
+
+    from attnrepro import _io
+    real = filelock.FileLock
+    raced = []
+
+    def racy(path, *a, **k):
+        lock = real(path, *a, **k)
+        if not raced:
+            raced.append(path)
+            acquire = lock.acquire
+
+            def acquire_then_lose_the_name(*a, **k):
+                out = acquire(*a, **k)
+                os.rename(path, path + ".nfs0001")
+                return out
+            lock.acquire = acquire_then_lose_the_name
+        return lock
+    monkeypatch.setattr(filelock, "FileLock", racy)
+    path = str(tmp_path / ".z.lock")
+    newcomer = []
+    with _io.held_lock(path):
+        t = threading.Thread(target=lambda: newcomer.append(_try_lock(real, filelock.Timeout, path)))
+        t.start()
+        t.join(10)
+    assert raced == [path] and newcomer == ["refused"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".z.lock.nfs0001"]
+
+
+def _try_lock(lock_class, timeout_error, path):
+    lock = lock_class(path)
+    try:
+        lock.acquire(timeout=0)
+    except timeout_error:
+        return "refused"
+    lock.release()
+    return "got it too"

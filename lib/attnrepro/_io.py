@@ -89,18 +89,27 @@ def held_lock(path: str | os.PathLike, on_wait: Callable[[], object] | None = No
 
     ``on_wait()`` is called once when another holder makes this one wait. The lock is :class:`filelock.FileLock`
     (``flock``). The file is unlinked while the lock is still held, then the lock is released: a waiter that had
-    opened the old file gets the lock on an unlinked inode, which ``filelock`` detects (``st_nlink == 0``) and then
-    opens the path again; so removing the file never lets two holders in, and no lock file is left behind.
+    opened the old file gets the lock on a file the path no longer names, and opens the path again. ``filelock``
+    detects an unlinked inode (``st_nlink == 0``); this checks, besides, that ``path`` names the locked file
+    (:func:`_names_locked_file`), which also holds on NFS, where a file removed while another client has it open is
+    renamed (``.nfsXXXX``) and keeps its link. So removing the file never lets two holders in, and no lock file is
+    left behind.
     """
     import filelock
     path = str(path)
-    lock = filelock.FileLock(path)
-    try:
-        lock.acquire(timeout=0)
-    except filelock.Timeout:
-        if on_wait is not None:
-            on_wait()
-        lock.acquire()
+    told = False
+    while True:
+        lock = filelock.FileLock(path)
+        try:
+            lock.acquire(timeout=0)
+        except filelock.Timeout:
+            if on_wait is not None and not told:
+                on_wait()
+                told = True
+            lock.acquire()
+        if _names_locked_file(lock, path):
+            break
+        lock.release()          # the holder before removed (or renamed) that file: lock the one the path names
     try:
         yield
     finally:
@@ -109,3 +118,14 @@ def held_lock(path: str | os.PathLike, on_wait: Callable[[], object] | None = No
                 os.unlink(path)
         finally:
             lock.release()
+
+
+def _names_locked_file(lock, path: str) -> bool:
+    """Whether ``path`` still names the file ``lock`` holds (True when this filelock does not say which it holds)."""
+    fd = getattr(getattr(lock, "_context", None), "lock_file_fd", None)
+    if fd is None:
+        return True
+    try:
+        return os.path.samestat(os.stat(path), os.fstat(fd))
+    except FileNotFoundError:
+        return False

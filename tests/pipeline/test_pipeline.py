@@ -603,7 +603,7 @@ def test_identical_configs_train_once_in_every_preset(preset, tmp_path, monkeypa
     calls: list = []
     monkeypatch.setattr(execution, "_papermill", _fake_papermill(calls))
     monkeypatch.setattr(execution, "ensure_kernel", lambda name=None: name)
-    monkeypatch.setattr(execution, "check_runs", lambda runs, jobs=1: None,   # this machine has no such GPU or data
+    monkeypatch.setattr(execution, "check_runs", lambda runs, **k: None,   # this machine has no such GPU or data
                         raising=False)
     res = pipeline.run_all(runs, jobs=1, progress=False)
     first_of: dict = {}

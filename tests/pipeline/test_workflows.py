@@ -48,7 +48,7 @@ def calls(monkeypatch):
              "final": {"val_top1": 50.0 + run.seed}, "wall_time_s": 1.0}))
     monkeypatch.setattr(execution, "_papermill", fake)
     monkeypatch.setattr(execution, "ensure_kernel", lambda name=execution.KERNEL_NAME: name)
-    monkeypatch.setattr(execution, "check_runs", lambda runs, jobs=1: None)
+    monkeypatch.setattr(execution, "check_runs", lambda runs, **k: None)
     monkeypatch.setattr(cli, "COMMANDS", {k: v for k, v in cli.COMMANDS.items() if k in ("run", "list")})
     return made
 

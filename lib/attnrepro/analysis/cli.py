@@ -11,6 +11,7 @@ from ..errors import UsageError
 from ..pipeline.grids import default_runs_dir
 from .counting import CONVENTIONS
 from .findings import report_markdown, update_readme
+from .results import preset_folders
 from .report import build_report
 from .tables import build_tables, column_verdicts, write_tables
 
@@ -30,7 +31,7 @@ def run_report(args: argparse.Namespace) -> int:
     runs_dir = Path(args.runs_dir) if args.runs_dir else default_runs_dir()
     preset = args.preset
     if preset is None:
-        found = sorted(p.name for p in runs_dir.glob("*") if p.is_dir()) if runs_dir.is_dir() else []
+        found = [p.name for p in preset_folders(runs_dir)]
         if len(found) > 1:
             raise UsageError(f"several presets under {runs_dir}: {', '.join(found)}; choose one with --preset")
         preset = found[0] if found else "smoke"
@@ -47,7 +48,7 @@ def _check_preset(preset: str, runs_dir: Path) -> None:
     """A preset with neither a preset file (``notebooks/presets/``) nor a runs folder is a typo: exit 2 with the
     choices, before any notebook starts. (A preset's ``+key=value`` folder counts as that preset's.)"""
     from ..pipeline.grids import base_preset, list_presets, notebooks_dir
-    folders = sorted(p.name for p in runs_dir.glob("*") if p.is_dir()) if runs_dir.is_dir() else []
+    folders = [p.name for p in preset_folders(runs_dir)]
     try:
         declared = list_presets(notebooks_dir())
     except UsageError:
@@ -84,7 +85,7 @@ def run_compare(args: argparse.Namespace) -> int:
     nbd = notebooks_dir(args.notebooks_dir)
     runs = results.load_runs(runs_dir, args.preset, grids_dir=nbd)
     if runs.empty:
-        found = sorted(p.name for p in runs_dir.glob("*") if p.is_dir()) if runs_dir.is_dir() else []
+        found = [p.name for p in preset_folders(runs_dir)]
         raise UsageError(f"no run records of preset {args.preset!r} under {runs_dir}"
                          + (f"; presets with records: {', '.join(found)}" if found else ""))
     abls = results.ablations(runs)

@@ -39,7 +39,7 @@ from .stats import TInterval, t_interval
 __all__ = [
     "RUN_FILES", "STATUSES", "TInterval", "t_interval", "load_runs", "load_curves", "load_radii", "missing_runs",
     "reference_variant", "summarize", "paired_deltas", "ablation_table", "ablations", "natural_key", "run_seconds",
-    "time_text",
+    "time_text", "preset_folders",
 ]
 
 
@@ -97,10 +97,18 @@ def _read_jsonl(path: Path) -> list[dict]:
     return out
 
 
+def preset_folders(runs_dir: Path) -> list[Path]:
+    """The preset folders of a runs folder (not hidden ones, such as the cluster jobs' ``.submitit/``)."""
+    runs_dir = Path(runs_dir)
+    if not runs_dir.is_dir():
+        return []
+    return sorted(p for p in runs_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
 def _run_dirs(runs_dir: Path, preset: str | None) -> list[Path]:
     """Folders ``<runs_dir>/<preset>/<ablation>/<run>/`` that hold at least one run file."""
     runs_dir = Path(runs_dir)
-    presets = [runs_dir / preset] if preset else sorted(p for p in runs_dir.glob("*") if p.is_dir())
+    presets = [runs_dir / preset] if preset else preset_folders(runs_dir)
     out = []
     for p in presets:
         if not p.is_dir():

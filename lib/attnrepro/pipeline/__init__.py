@@ -5,7 +5,8 @@
 
 The package, in the order a run goes through it: :mod:`.grids` (grids and presets -> :class:`Run` objects),
 :mod:`.preflight` (every check before a notebook starts), :mod:`.runstate` (run-folder states, locks, reuse of
-identical configs, failure records), :mod:`.execution` (papermill, the kernel, the worker pool), :mod:`.notebook`
+identical configs, failure records), :mod:`.execution` (papermill, the kernel, the worker pool), :mod:`.cluster`
+and :mod:`.jobs` (a run's cluster job and the submission of the jobs), :mod:`.notebook`
 (what the ablation notebooks call) and :mod:`.cli` (the ``run`` and ``list`` verbs). It never imports the analysis
 half (:mod:`attnrepro.analysis`).
 
@@ -35,6 +36,7 @@ Preset YAML (``notebooks/presets/<preset>.yaml``)::
     jobs: 1                                            # default for --jobs
     base: {dataset: fashion_mnist, epochs: 30, ...}    # run-config keys of every run
     options: {nproc_per_node: 1}                       # notebook options (non-config parameters), optional
+    cluster: {partition: gpu, gpus_per_node: 1}       # --executor submitit: each run's job (see .cluster)
     ablations:                                         # optional, per ablation:
       placement:
         base: {heads: 2}                               #   keys applied after the grid's base
@@ -87,6 +89,13 @@ the keys the variant sets, config_hash), the engine's files (``config.json``, ``
   kernel (ZeroMQ's IPC transport), so kernels started at once cannot collide on a TCP port.
 - Notebooks run with the Jupyter kernel ``attnrepro`` (``make`` installs it; when it is missing it is installed
   for the current interpreter into ``sys.prefix``).
+
+Cluster runs
+------------
+``--executor submitit`` submits one job per config that trains (Slurm, or ``--submitit-cluster local``), with the
+resources of the preset's ``cluster:`` section and ``--cluster KEY VALUE`` (:mod:`.cluster`); the job executes the
+same notebook into the same run folder (:mod:`.jobs`, which this package does not import: it needs submitit).
+``--wait`` blocks until the jobs have ended; ``attnrepro list`` shows each run's job and its state.
 
 Multi-GPU runs
 --------------

@@ -4,10 +4,12 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .._io import read_json
 from ..cli import add_overrides
+from ..errors import UsageError
+from .cluster import CLUSTER_KEYS, cluster_spec
 from .execution import run_all, summary_table
 from .grids import expand, grid_variants, list_ablations, list_presets, load_grid, load_preset, notebooks_dir
+from .jobs import CLUSTERS, EXECUTORS, job_state, read_job, submit_runs
 from .runstate import reuse_origin, run_state
 
 __all__ = ["configure_run", "run_run", "configure_list", "run_list"]
@@ -34,7 +36,18 @@ def configure_run(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--preset", required=True, help="preset name (notebooks/presets/NAME.yaml), e.g. smoke")
     add_overrides(parser)
     parser.add_argument("--jobs", "-j", type=int, default=None,
-                        help="notebooks executed at once (default: the preset's jobs, else 1)")
+                        help="notebooks executed at once (default: the preset's jobs, else 1); --executor local")
+    parser.add_argument("--executor", choices=EXECUTORS, default="local",
+                        help="local: a pool of --jobs processes on this machine (default); submitit: one cluster "
+                             "job per run that trains (README, 'Running on a cluster')")
+    parser.add_argument("--submitit-cluster", choices=CLUSTERS, default="slurm",
+                        help="with --executor submitit: slurm (default), or local (jobs as processes of this "
+                             "machine: a dry run of the cluster route)")
+    parser.add_argument("--cluster", nargs=2, action="append", default=[], metavar=("KEY", "VALUE"),
+                        help="a job resource over the preset's cluster: section (repeatable), e.g. --cluster "
+                             f"partition gpu; keys: {', '.join(CLUSTER_KEYS)}")
+    parser.add_argument("--wait", action="store_true",
+                        help="with --executor submitit: block until every job has ended, then print the summary")
     parser.add_argument("--force", action="store_true", help="re-run finished runs too (and replace records of "
                         "another config)")
     parser.add_argument("--replace", action="store_true",
@@ -48,16 +61,32 @@ def configure_run(parser: argparse.ArgumentParser) -> None:
 def run_run(args: argparse.Namespace) -> int:
     runs = expand(args.ablations, args.preset, args.param, nb_dir=args.notebooks_dir, runs_dir=args.runs_dir,
                   seeds=args.seeds, variants=args.variants)
-    jobs = args.jobs if args.jobs is not None else load_preset(notebooks_dir(args.notebooks_dir), args.preset)["jobs"]
+    preset = load_preset(notebooks_dir(args.notebooks_dir), args.preset)
+    jobs = args.jobs if args.jobs is not None else preset["jobs"]
+    if args.executor == "local" and (args.cluster or args.wait):
+        raise UsageError(f"{'--cluster' if args.cluster else '--wait'} is for --executor submitit (the local pool "
+                         "always waits for its runs)")
     try:
-        results = run_all(runs, jobs=jobs, force=args.force, replace=args.replace)
+        if args.executor == "submitit":
+            spec = cluster_spec(preset.get("cluster"), args.cluster, where=f"preset {args.preset}.yaml")
+            results = submit_runs(runs, spec, cluster=args.submitit_cluster, force=args.force, replace=args.replace,
+                                  wait=args.wait)
+        else:
+            results = run_all(runs, jobs=jobs, force=args.force, replace=args.replace)
     except KeyboardInterrupt:
+        if args.executor == "submitit":
+            print("\nattnrepro run: stopped waiting; the submitted jobs go on (attnrepro list shows their state)",
+                  file=sys.stderr)
+            return 130
         done = sum(1 for r in runs if run_state(r) == "finished")
         print(f"\nattnrepro run: interrupted; {done} of {len(runs)} run(s) are finished and kept, an interrupted "
               "run resumes from its checkpoint on the next attnrepro run", file=sys.stderr)
         return 130
     failed = [r for r in results if r["status"] == "failed"]
     print(summary_table(results))
+    if any(r["status"] in ("submitted", "queued", "running") for r in results):
+        print("the jobs run on: attnrepro list (with the same ablations and --preset) shows their state; "
+              "--wait waits for them", file=sys.stderr)
     if runs and runs[0].overrides:
         print(f"-p {' '.join(f'{k}={v}' for k, v in runs[0].overrides.items())} changes the configs: these runs are "
               f"in {runs[0].out_dir.parent.parent} (the preset's own records are not touched); report them with "
@@ -108,12 +137,14 @@ def run_list(args: argparse.Namespace) -> int:
         params = " ".join(f"{k}={v}" for k, v in r.params.items())
         ref = " (reference)" if r.variant == r.reference else ""
         state = run_state(r)
+        info = read_job(r)
+        job = f"  job {info['job_id']} {job_state(info)[0]}" if info is not None else ""
         reused = ""
         if state == "finished":
             origin, broken = reuse_origin(r.out_dir, r.out_dir.parents[2])
             if origin:
                 reused = f" (reused from {origin}" + (f"; link broken: {broken})" if broken else ")")
-        print(f"{r.name:<{w}}  {state:<10}  {r.config.hash()}  {params}{ref}{reused}")
+        print(f"{r.name:<{w}}  {state:<10}{job}  {r.config.hash()}  {params}{ref}{reused}")
     return 0
 
 

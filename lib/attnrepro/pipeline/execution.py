@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import contextlib
+import dataclasses
 import multiprocessing as mp
 import os
 import shutil
@@ -12,7 +13,7 @@ import sys
 import time
 import traceback
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Iterator, Mapping, Sequence
 
 from .._io import read_json
 from ..errors import UsageError
@@ -22,7 +23,8 @@ from .preflight import check_runs
 from .runstate import (_clear_dir, _failure_reason, _finished_with, _record_failure, _run_locks, _summary_of,
                        _write_json, find_twin, plan, protected, record_twin_failure, reuse, run_state)
 
-__all__ = ["KERNEL_NAME", "KERNEL_START_ATTEMPTS", "ensure_kernel", "execute", "run_all", "summary_table"]
+__all__ = ["KERNEL_NAME", "KERNEL_START_ATTEMPTS", "Plan", "ensure_kernel", "execute", "execute_group", "prepare",
+           "run_all", "progress_line", "summary_table"]
 
 
 KERNEL_NAME = "attnrepro"
@@ -149,9 +151,13 @@ def execute(run: Run, *, force: bool = False, kernel_name: str = KERNEL_NAME, st
         try:
             _papermill(run, kernel_name, start_timeout)
         except BaseException as e:  # noqa: BLE001 - a kernel death or a cell error is a failed run, not a crash
-            if isinstance(e, KeyboardInterrupt):
+            if isinstance(e, (KeyboardInterrupt, SystemExit)):
+                # Ctrl-C, or a cluster job stopped to be requeued (submitit exits from its signal handler; the
+                # job's own record of why comes first, see pipeline.jobs.RunJob.checkpoint)
+                why = "interrupted (Ctrl-C); the next attnrepro run resumes it" if isinstance(e, KeyboardInterrupt) \
+                    else f"the job exited ({e.code}) before the run ended; a requeued job resumes it"
                 if _finished_with(run.out_dir, run.config.hash()) is None:   # training done: it stays finished
-                    _record_failure(run, "interrupted (Ctrl-C); the next attnrepro run resumes it", started)
+                    _record_failure(run, why, started)
                 raise
             _record_failure(run, _failure_reason(e), started)
             return {**summary, **_summary_of(run, "failed")}
@@ -221,19 +227,35 @@ def _make_pool(workers: int, envs: dict[int, dict]) -> cf.Executor:
                                   initargs=(slots, envs))
 
 
-def run_all(runs: Sequence[Run], *, jobs: int = 1, force: bool = False, kernel_name: str = KERNEL_NAME,
-            progress: bool = True, replace: bool = False) -> list[dict]:
-    """Execute ``runs`` (skipping finished ones unless ``force``); returns one summary dict per run.
+@dataclasses.dataclass
+class Plan:
+    """What a command will do with its runs, once every check before the start has passed (:func:`prepare`).
 
-    Before anything starts, every run that will train is checked (:func:`check_runs`); a problem raises
-    :class:`UsageError` and nothing starts. So does a folder holding a record this would replace (a finished run of
-    another config, or a corrupt record: :func:`protected`), unless ``replace`` (those folders are emptied once the
-    checks have passed, and train this config; finished runs of their config are still skipped) or ``force`` (every
-    run trains again). Runs with the same config train once (:func:`plan`, :func:`reuse`).
+    Attributes:
+        firsts: the first run of each config that is not finished (it trains, or reuses a finished twin).
+        waiting: for each first (by name), the runs of its config that reuse it once it has finished.
+        skipped: the summaries of the runs that are up to date.
+        will_train: the firsts that train (no finished twin to reuse).
     """
-    from tqdm.auto import tqdm
-    if jobs < 1:
-        raise UsageError(f"--jobs {jobs}: must be >= 1")
+    firsts: list[Run]
+    waiting: dict[str, list[Run]]
+    skipped: dict[str, dict]
+    will_train: list[Run]
+
+    @property
+    def todo(self) -> int:
+        return len(self.firsts) + sum(len(w) for w in self.waiting.values())
+
+
+def prepare(runs: Sequence[Run], *, force: bool = False, replace: bool = False, jobs: int = 1,
+            gpus: int | None = None) -> Plan:
+    """Every check before anything starts (or is submitted), then the plan: which runs train, which reuse.
+
+    A folder holding a record this would replace (a finished run of another config, or a corrupt record:
+    :func:`protected`) raises :class:`UsageError`, unless ``replace`` (those folders are emptied once the checks have
+    passed) or ``force``. Every run that will train is checked (:func:`check_runs`; ``gpus``: the GPUs each run gets
+    where it runs, when that is not this machine). Runs with the same config train once (:func:`plan`).
+    """
     held = [] if force else [(r, why) for r in runs if (why := protected(r)) is not None]
     if held and not replace:
         lines = "\n".join(f"  {r.out_dir}: {why}" for r, why in held[:10])
@@ -243,46 +265,63 @@ def run_all(runs: Sequence[Run], *, jobs: int = 1, force: bool = False, kernel_n
                          "run ... --replace (--force re-runs everything); to keep them: --runs-dir DIR")
     firsts, waiting = plan(runs, force=force)
     todo = {r.name for r in firsts} | {r.name for ws in waiting.values() for r in ws}
-    results = {r.name: {"run": r.name, "ablation": r.ablation, "variant": r.variant, "seed": r.seed,
+    skipped = {r.name: {"run": r.name, "ablation": r.ablation, "variant": r.variant, "seed": r.seed,
                         **_summary_of(r, "skipped")} for r in runs if r.name not in todo}
     will_train = [r for r in firsts if force or find_twin(r) is None]
-    check_runs(will_train, jobs=jobs)
+    check_runs(will_train, jobs=jobs, gpus=gpus)
     for r, _ in held:                       # asked for (--replace), and every check has passed
         with _run_locks(r):
             if protected(r) is not None:
                 _clear_dir(r.out_dir)
-    if results:
-        print(f"{len(results)} run(s) up to date (skipped), {len(todo)} to run", file=sys.stderr, flush=True)
-    if will_train:
+    if skipped:
+        print(f"{len(skipped)} run(s) up to date (skipped), {len(todo)} to run", file=sys.stderr, flush=True)
+    return Plan(firsts, waiting, skipped, will_train)
+
+
+def execute_group(first: Run, waiting: Sequence[Run], *, force: bool = False,
+                  kernel_name: str = KERNEL_NAME) -> Iterator[dict]:
+    """Execute ``first``, then the runs of its config that wait for it: each reuses it, or is recorded as failed
+    with its reason when it failed. Yields one summary per run, as each ends; never raises for a failing run."""
+    res = _execute_job(first, force, kernel_name)
+    yield res
+    for fn, *args in _then(first, res, waiting, force, kernel_name):
+        yield fn(*args)
+
+
+def _then(first: Run, res: dict, waiting: Sequence[Run], force: bool, kernel_name: str) -> list[tuple]:
+    """The jobs of the runs that waited for ``first``: reuse it, or record that it failed."""
+    if res["status"] in ("finished", "skipped", "reused"):
+        return [(_execute_job, w, force, kernel_name, first.out_dir) for w in waiting]
+    return [(_twin_failed_job, w, first.name, res.get("reason")) for w in waiting]
+
+
+def run_all(runs: Sequence[Run], *, jobs: int = 1, force: bool = False, kernel_name: str = KERNEL_NAME,
+            progress: bool = True, replace: bool = False) -> list[dict]:
+    """Execute ``runs`` (skipping finished ones unless ``force``) in a pool of ``jobs`` worker processes on this
+    machine; returns one summary dict per run. Nothing starts before :func:`prepare`'s checks have passed.
+    """
+    from tqdm.auto import tqdm
+    if jobs < 1:
+        raise UsageError(f"--jobs {jobs}: must be >= 1")
+    p = prepare(runs, force=force, replace=replace, jobs=jobs)
+    firsts, waiting, results = p.firsts, p.waiting, dict(p.skipped)
+    if p.will_train:
         ensure_kernel(kernel_name)
-    bar = tqdm(total=len(todo), desc="runs", unit="run", disable=not progress or not todo, file=sys.stderr,
+    bar = tqdm(total=p.todo, desc="runs", unit="run", disable=not progress or not p.todo, file=sys.stderr,
                dynamic_ncols=True)
 
     def done(res: dict) -> None:
         results[res["run"]] = res
-        t = res.get("wall_time_s")
-        extra = f" val_top1={res['val_top1']:.2f}" if isinstance(res.get("val_top1"), (int, float)) else ""
-        extra += f" ({t:.0f}s)" if isinstance(t, (int, float)) and res["status"] != "reused" else ""
-        extra += f" from {res['reused_from']}" if res["status"] == "reused" else ""
-        why = f": {res.get('reason')}" if res["status"] == "failed" else ""
-        bar.write(f"{res['status']:>8}  {res['run']}{extra}{why}", file=sys.stderr)
+        bar.write(progress_line(res), file=sys.stderr)
         bar.update(1)
-
-    def then(first: Run, res: dict) -> list[tuple]:
-        """The jobs of the runs that waited for ``first``: reuse it, or record that it failed."""
-        if res["status"] in ("finished", "skipped", "reused"):
-            return [(_execute_job, w, force, kernel_name, first.out_dir) for w in waiting[first.name]]
-        return [(_twin_failed_job, w, first.name, res.get("reason")) for w in waiting[first.name]]
 
     envs = _job_envs(jobs)
     try:
         if jobs == 1 or len(firsts) <= 1:
             with _environ(envs[0]):
                 for r in firsts:
-                    res = _execute_job(r, force, kernel_name)
-                    done(res)
-                    for fn, *args in then(r, res):
-                        done(fn(*args))
+                    for res in execute_group(r, waiting[r.name], force=force, kernel_name=kernel_name):
+                        done(res)
         else:
             with _make_pool(min(jobs, len(firsts)), envs) as pool:
                 pending = {pool.submit(_execute_job, r, force, kernel_name): r for r in firsts}
@@ -293,7 +332,7 @@ def run_all(runs: Sequence[Run], *, jobs: int = 1, force: bool = False, kernel_n
                         res = fut.result()
                         done(res)
                         if r.name in waiting:
-                            for fn, *args in then(r, res):
+                            for fn, *args in _then(r, res, waiting[r.name], force, kernel_name):
                                 pending[pool.submit(fn, *args)] = args[0]
                             waiting.pop(r.name)
     finally:
@@ -313,6 +352,16 @@ def _environ(env: Mapping[str, str]):
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+
+
+def progress_line(res: Mapping) -> str:
+    """One line of progress for a run that has ended (status, run, top-1, time, where it was reused from, why)."""
+    t = res.get("wall_time_s")
+    extra = f" val_top1={res['val_top1']:.2f}" if isinstance(res.get("val_top1"), (int, float)) else ""
+    extra += f" ({t:.0f}s)" if isinstance(t, (int, float)) and res["status"] != "reused" else ""
+    extra += f" from {res['reused_from']}" if res["status"] == "reused" else ""
+    why = f": {res.get('reason')}" if res["status"] == "failed" else ""
+    return f"{res['status']:>8}  {res['run']}{extra}{why}"
 
 
 def summary_table(results: Sequence[Mapping]) -> str:

@@ -16,6 +16,7 @@ import yaml
 from ..config import _NOT_HASHED, KEYS, ConfigError, RunConfig, check_keys, coerce, num_stages
 from ..design import analysis_spec
 from ..errors import UsageError
+from .cluster import cluster_spec
 
 __all__ = ["Run", "RUNNER_KEYS", "notebooks_dir", "default_runs_dir", "list_ablations", "list_presets", "load_grid",
            "load_preset", "grid_variants", "resolve_stages", "notebook_parameters", "split_overrides", "expand",
@@ -28,7 +29,7 @@ RUNNER_KEYS = ("out_dir",)  # notebook parameters the runner always sets (beside
 _GRID_KEYS = {"reference", "base", "variants", "axes", "description", "notebook", "variants_on_request"}
 
 
-_PRESET_KEYS = {"description", "seeds", "jobs", "base", "options", "ablations", "analysis", "reuse_from"}
+_PRESET_KEYS = {"description", "seeds", "jobs", "base", "options", "ablations", "analysis", "reuse_from", "cluster"}
 
 
 _PRESET_ABLATION_KEYS = {"base", "variants", "only"}
@@ -135,6 +136,7 @@ def load_preset(nb_dir: Path, preset: str) -> dict:
         raise ConfigError(f"{where}: reuse_from={data.get('reuse_from')!r} must list other presets whose finished "
                           f"runs of an identical config this preset reuses; presets: {', '.join(others) or 'none'}")
     data["reuse_from"] = reuse_from
+    data["cluster_spec"] = cluster_spec(data.get("cluster"), where=where)
     return data
 
 

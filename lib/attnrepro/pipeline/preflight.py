@@ -46,18 +46,32 @@ def gpus_per_job(jobs: int) -> int:
     return ngpu // jobs if jobs > 1 and ngpu >= jobs else ngpu
 
 
-def _device_problems(cfg: RunConfig, nproc: int, multi_node: bool, gpus: int) -> tuple[list[str], Any]:
+def _device_problems(cfg: RunConfig, nproc: int, multi_node: bool, gpus: int,
+                     remote: bool = False) -> tuple[list[str], Any]:
+    """Problems of the device and AMP mode; ``remote``: the run goes to a cluster job with ``gpus`` GPUs per node
+    (the device is judged by what the job requests, not by this machine)."""
+    import torch
     from ..train.cuda import check_amp, resolve_device
-    try:
-        device = resolve_device(cfg.device)
-    except ConfigError as e:
-        return [str(e)], None
+    if remote:
+        if cfg.device == "cuda" and gpus < 1:
+            return [f"device='cuda' but the cluster section requests gpus_per_node={gpus}; use --cluster "
+                    "gpus_per_node 1 (or more), or device=cpu"], None
+        device = torch.device("cuda" if cfg.device in ("cuda", "auto") and gpus >= 1 else "cpu")
+        gpus = max(gpus, nproc) if device.type == "cpu" else gpus   # DDP on CPU: nproc_per_node processes
+    else:
+        try:
+            device = resolve_device(cfg.device)
+        except ConfigError as e:
+            return [str(e)], None
     out = []
     try:
         check_amp(cfg.amp, device)
     except ConfigError as e:
         out.append(str(e))
-    if device.type == "cuda" and nproc > gpus and not multi_node:
+    if remote and device.type == "cuda" and nproc > gpus:
+        out.append(f"nproc_per_node={nproc} needs {nproc} GPUs per node, but the cluster section requests "
+                   f"gpus_per_node={gpus}; use --cluster gpus_per_node {nproc}")
+    elif not remote and device.type == "cuda" and nproc > gpus and not multi_node:
         out.append(f"nproc_per_node={nproc} needs {nproc} GPUs per run, but each run gets {gpus} here; "
                    f"use -p nproc_per_node {max(gpus, 1)}" + (" or fewer --jobs" if gpus < gpu_count() else ""))
     return out, device
@@ -119,22 +133,25 @@ def _size_problem(cfg: RunConfig, shape: tuple[int, int, int]) -> str | None:
     return None
 
 
-def run_problems(runs: Sequence[Run], *, jobs: int = 1) -> dict[str, list[str]]:
+def run_problems(runs: Sequence[Run], *, jobs: int = 1, gpus: int | None = None) -> dict[str, list[str]]:
     """Every problem that can be found without training, for each run: problem -> the runs it hits.
 
     Checks the device (``device='cuda'`` without a GPU), the AMP mode on that device, the notebook options that start
     torchrun (``nproc_per_node`` against the GPUs each run gets, torchrun's presence), the dataset (its presence where
     ``data_dir`` says, or the default places; see :func:`attnrepro.data.locate`) and the sizes (the model is built on
-    the meta device and given one batch of the dataset's shape).
+    the meta device and given one batch of the dataset's shape). ``gpus``: the GPUs per node each run gets where it
+    runs, when that is a cluster job rather than this machine (see :mod:`attnrepro.pipeline.cluster`).
     """
     problems: dict[str, list[str]] = {}
-    gpus = gpus_per_job(jobs) if runs else 0
+    remote = gpus is not None
+    if not remote:
+        gpus = gpus_per_job(jobs) if runs else 0
     data_cache: dict[tuple, tuple] = {}
     size_cache: dict[str, str | None] = {}
     for run in runs:
         cfg = run.config
         found, nproc, multi_node = _launch_problems(run)
-        dev_found, _ = _device_problems(cfg, nproc, multi_node, gpus)
+        dev_found, _ = _device_problems(cfg, nproc, multi_node, gpus, remote)
         found += dev_found
         key = (cfg.dataset, cfg.data_dir, cfg.image_size)
         if key not in data_cache:
@@ -154,9 +171,9 @@ def run_problems(runs: Sequence[Run], *, jobs: int = 1) -> dict[str, list[str]]:
     return problems
 
 
-def check_runs(runs: Sequence[Run], *, jobs: int = 1) -> None:
+def check_runs(runs: Sequence[Run], *, jobs: int = 1, gpus: int | None = None) -> None:
     """:func:`run_problems`, raised as one :class:`UsageError` (exit code 2) that names each problem and its runs."""
-    problems = run_problems(runs, jobs=jobs)
+    problems = run_problems(runs, jobs=jobs, gpus=gpus)
     if not problems:
         return
     hit = {name for names in problems.values() for name in names}

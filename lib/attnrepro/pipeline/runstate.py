@@ -19,6 +19,11 @@ from .grids import Run, base_preset
 __all__ = ["run_state", "plan", "find_twin", "reuse", "record_twin_failure", "protected", "reuse_origin"]
 
 
+#: the cluster job last submitted for a run folder (:mod:`attnrepro.pipeline.jobs`): a pointer to the job, not a
+#: record of the run, so emptying the folder (another config, ``--force``, a reuse) keeps it
+JOB_FILE = "job.json"
+
+
 def _write_json(path: Path, data: Any) -> None:
     atomic_write_text(path, json.dumps(data, indent=1, sort_keys=False, default=str) + "\n")
 
@@ -34,7 +39,7 @@ def run_state(run: Run) -> str:
     if m is None:
         c = read_json(run.out_dir / "config.json")
         if c is None:
-            return "new" if not any(run.out_dir.glob("*")) else "incomplete"
+            return "new" if not any(p.name != JOB_FILE for p in run.out_dir.glob("*")) else "incomplete"
         return "incomplete" if c.get("config_hash") == h else "stale"
     if m.get("config_hash") != h:
         return "stale"
@@ -42,8 +47,11 @@ def run_state(run: Run) -> str:
 
 
 def _clear_dir(path: Path) -> None:
+    """Empty a run folder for a new attempt, but for its :data:`JOB_FILE`."""
     if path.is_dir():
         for p in path.iterdir():
+            if p.name == JOB_FILE:
+                continue
             if p.is_dir() and not p.is_symlink():
                 shutil.rmtree(p)
             else:
