@@ -1,5 +1,5 @@
-"""The committed evidence of the CPU presets (`cpu`, `cpu2`): run records under runs/<preset>/, the report's tables
-under reports/<preset>/, and the README's findings blocks. A fresh clone must rebuild the same tables from the
+"""The committed evidence of the CPU presets (`cpu`, `cpu2`, `cpu2-control`): run records under runs/<preset>/, the
+report's tables under reports/<preset>/, and the README's findings blocks. A fresh clone must rebuild the same tables from the
 records, skip every finished run, and show in the README what the tables say.
 
 Until a preset's runs are committed its tests skip (saying so); once runs/<preset>/ holds records they must hold.
@@ -15,7 +15,7 @@ from attnrepro.pipeline import expand, run_state
 
 ROOT = Path(__file__).resolve().parents[2]
 RUNS = ROOT / "runs"
-PRESETS = ("cpu", "cpu2")
+PRESETS = ("cpu", "cpu2", "cpu2-control")
 
 
 def _committed(preset: str) -> bool:
