@@ -139,6 +139,13 @@ def test_expatt_equals_a_cycle_walking_reference_at_every_step(period, steps_per
         assert got[7] == pytest.approx(1.0) and got[6] < 0.2      # restarts at 0.1 * (2^3 - 1) = 0.7 epochs
 
 
+def test_expatt_reads_a_period_of_three_decimals_exactly():
+    kw = dict(lr=1.0, steps_per_epoch=1000, epochs=4, warmup_epochs=0, restart_period=0.123)
+    for k in (1, 2, 3, 4):                                   # restarts at 0.123 (2^k - 1) epochs: step 123 (2^k - 1)
+        step = 123 * (2 ** k - 1)
+        assert lr_at("expatt", step, **kw) == pytest.approx(1.0) and lr_at("expatt", step - 1, **kw) < 1e-3
+
+
 def test_expatt_default_period_is_ten_epochs_and_errors_list_the_schedules():
     kw = dict(lr=1.0, steps_per_epoch=S, epochs=100, warmup_epochs=0)
     assert [lr_at("expatt", s, **kw) for s in range(0, 1000, 7)] == \
