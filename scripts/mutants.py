@@ -31,10 +31,10 @@ FAST_TESTS = {
     "lib/attnrepro/data/__init__.py": ["tests/data/test_data.py", "tests/data/test_data_properties.py"],
     "lib/attnrepro/data/sources.py": ["tests/data/test_data.py"],
     "lib/attnrepro/analysis/claims.py": ["tests/analysis/test_claims.py"],
-    "lib/attnrepro/pipeline/runstate.py": ["tests/pipeline/test_rare_paths.py", "tests/pipeline/test_workflows.py"],
-    "lib/attnrepro/pipeline/preflight.py": ["tests/pipeline/test_rare_paths.py", "tests/pipeline/test_pipeline.py"],
-    "lib/attnrepro/pipeline/execution.py": ["tests/pipeline/test_rare_paths.py", "tests/pipeline/test_workflows.py"],
-    "lib/attnrepro/pipeline/grids.py": ["tests/pipeline/test_rare_paths.py", "tests/pipeline/test_workflows.py",
+    "lib/attnrepro/pipeline/runstate.py": ["tests/pipeline/test_workflows.py"],
+    "lib/attnrepro/pipeline/preflight.py": ["tests/pipeline/test_workflows.py", "tests/pipeline/test_pipeline.py"],
+    "lib/attnrepro/pipeline/execution.py": ["tests/pipeline/test_workflows.py"],
+    "lib/attnrepro/pipeline/grids.py": ["tests/pipeline/test_workflows.py",
                                         "tests/pipeline/test_pipeline.py"],
 }
 
