@@ -2,9 +2,9 @@
 change the preset. No command replaces a finished record unasked (``--replace``, ``--force``: the records stay byte-identical),
 overrides go to folders of their own, reuse links are checked, and a record whose files disagree is ``corrupt``.
 
-The notebooks are not executed here (``_papermill`` is replaced by a stand-in that writes what the engine writes); the rarer paths (a
-twin skipped or reused, two ``data_dir`` in one preflight, an ablation with no named variant) are at the end;
-tests/pipeline/test_pipeline.py executes the real ones.
+The notebooks are not executed here (``_papermill`` is replaced by a stand-in that writes what the engine writes);
+tests/pipeline/test_pipeline.py executes the real ones. The rarer paths (a twin skipped or reused, two ``data_dir`` in
+one preflight, an ablation with no named variant) are at the end.
 """
 from __future__ import annotations
 
