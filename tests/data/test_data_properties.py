@@ -6,7 +6,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from attnrepro import RunConfig
@@ -120,9 +120,10 @@ def test_evaluation_sees_every_sample_once_in_order(n, batch, world):
 @FEW
 @given(n=st.integers(1, 60), batch=st.integers(1, 16), world=st.integers(1, 3), seed=st.integers(0, 99),
        epoch=st.integers(0, 9))
+@example(n=3, batch=8, world=2, seed=0, epoch=0)            # a set smaller than one batch, split between ranks
 def test_training_batches_are_full_distinct_and_split_between_ranks(n, batch, world, seed, epoch):
     images = torch.arange(n, dtype=torch.uint8).view(n, 1, 1, 1)
-    seen = []
+    seen, sizes = [], []
     for rank in range(world):
         ld = D.TensorLoader(images, torch.arange(n), batch_size=batch, mean=(0.0,), std=(1 / 255,), train=True,
                             augment=False, seed=seed, rank=rank, world_size=world)
@@ -133,5 +134,7 @@ def test_training_batches_are_full_distinct_and_split_between_ranks(n, batch, wo
         if n >= per * world:
             assert all(len(y) == per for y in ys)              # full batches only
         seen += torch.cat(ys).tolist()
+        sizes.append([len(y) for y in ys])
+    assert n < world or all(s == sizes[0] for s in sizes)      # every rank steps with batches of one size
     assert len(seen) == len(set(seen))                         # no sample twice in an epoch, across the ranks
     assert set(seen) <= set(range(n))
