@@ -147,8 +147,10 @@ def test_set_epoch_reaches_the_wrapped_sampler_and_reseeds_the_order():
 
     w = wrapper()
     assert w.epoch == 0 and len(w) == 3 and w.num_samples == 12
-    assert order(w, 2) == order(wrapper(seed=0), 2) != order(w, 3)
-    assert sorted(order(w, 2)) == list(range(12))
+    third = order(w, 3)
+    second = order(w, 2)                                      # reseeded: as if epoch 3 had never run
+    assert second == order(wrapper(seed=0), 2) and third == order(wrapper(), 3) and second != third
+    assert sorted(second) == list(range(12))
     x, _ = next(iter(w))
     assert x.is_contiguous() and not x.is_contiguous(memory_format=torch.channels_last)
     x, _ = next(iter(wrapper(channels_last=True)))
