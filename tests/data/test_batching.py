@@ -110,6 +110,13 @@ def test_sampler_seeds_are_a_function_of_seed_epoch_and_rank():
     assert [sd for _, sd in pinned] == [3856601323757680545, 4343120513768952039, 4330507349174794387]
 
 
+def test_epoch_and_rank_seeds_wrap_into_63_bits():
+    """Large run seeds (a seed stream adds 1,000,003 per stream) wrap into [0, 2^63), pinned."""
+    from attnrepro.data.batching import _epoch_seed, _rank_seed
+    assert _epoch_seed(10 ** 13, 3) == 776657963145247966
+    assert _rank_seed(10 ** 9, 2, 1) == 3272221783273432836
+
+
 class Recording(torch.utils.data.Sampler):
     def __init__(self, n):
         self.n, self.epochs = n, []
