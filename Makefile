@@ -50,15 +50,17 @@ test: $(STAMP) data
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
-# Mutation testing (mutmut) of one module against its fast tests (scripts/mutants.py; TESTS='...' names others).
+# Mutation testing (mutmut) of one module against its fast tests (scripts/mutants.py; TESTS='...' names others,
+# MUTANTS='attnrepro.analysis.claims.x_judge_cost_claim*' only some of its functions' mutants).
 # Slow (minutes per module): never part of `make test` or CI. Results: mutants/ (`$(BIN)/python scripts/mutants.py
 # results`, `... show NAME`).
 MODULE ?=
 TESTS ?=
+MUTANTS ?=
 mutants: $(STAMP)
 	@test -n "$(MODULE)" || { echo "name a module: make mutants MODULE=lib/attnrepro/train/schedules.py"; exit 2; }
 	$(BIN)/python -m pip install -q -c constraints.txt -e '.[test,mutation]'
-	$(BIN)/python scripts/mutants.py run $(MODULE) $(TESTS)
+	$(BIN)/python scripts/mutants.py run $(MODULE) $(TESTS) $(foreach m,$(MUTANTS),'$(m)')
 	$(BIN)/python scripts/mutants.py results
 
 bench: $(STAMP)
