@@ -285,12 +285,15 @@ def test_plain_controls_beside_the_reference_do_not_make_the_package_claims_ambi
 
 
 def _judged_on(v, r, **kw):
-    """``judge_cost_claim`` of a claim whose built variant counts ``v`` and reference ``r`` (every convention)."""
+    """``judge_cost_claim`` of a claim whose built variant counts ``v`` and reference ``r`` under the claim's
+    convention (the default when it names none); the other conventions count 100 more of each."""
     from attnrepro.analysis import counting
+    own = kw.get("convention", "fvcore-default")
 
     def fake(spec):
         n = v if spec.attention == "expatt" else r
-        return {conv: {"params": n, "macs": 10 * n} for conv in counting.CONVENTIONS}
+        return {conv: {"params": n + (0 if conv == own else 100), "macs": 10 * n + (0 if conv == own else 100)}
+                for conv in counting.CONVENTIONS}
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(counting, "measure", fake)
         return judge_cost_claim(_cost(**kw))
@@ -319,8 +322,9 @@ def test_a_cost_difference_of_the_claimed_size_but_the_other_sign_is_inconsisten
 @settings(max_examples=80, deadline=None)
 @given(v=st.integers(1, 400), r=st.integers(1, 400), direction=st.sampled_from(["less", "greater"]),
        size=st.one_of(st.none(), st.floats(0.1, 200)), inside=st.booleans(), slack=st.floats(0, 5),
-       metric=st.sampled_from(["params", "macs"]))
-def test_cost_claim_status_is_the_rule(v, r, direction, size, inside, slack, metric):
+       metric=st.sampled_from(["params", "macs"]),
+       convention=st.sampled_from(["fvcore-default", "no-attention-matmuls"]))
+def test_cost_claim_status_is_the_rule(v, r, direction, size, inside, slack, metric, convention):
     """Consistent exactly when the relative difference has the claimed sign and (with a claimed size) lies within
     the tolerance of it; the value is ``100 (v - r) / r`` of the claim's metric. Half the draws put the measured
     difference inside the tolerance, of either sign."""
@@ -328,7 +332,8 @@ def test_cost_claim_status_is_the_rule(v, r, direction, size, inside, slack, met
     rel = 100.0 * (v - r) / r
     miss = 0.0 if effect is None else abs(rel - effect)
     tol = miss + slack if inside else max(0.0, miss - slack - 1e-6)
-    got = _judged_on(v, r, direction=direction, effect=effect, tolerance=tol, metric=metric)
+    got = _judged_on(v, r, direction=direction, effect=effect, tolerance=tol, metric=metric, convention=convention)
+    assert f"({convention})" in got["comparison"]
     right_sign = rel < 0 if direction == "less" else rel > 0
     ok = right_sign and (effect is None or abs(rel - effect) <= tol)
     assert got["value"] == pytest.approx(rel)
