@@ -308,6 +308,10 @@ def test_a_cost_difference_of_the_claimed_size_but_the_other_sign_is_inconsisten
     wrong = _judged_on(100 - 5 * s, 100, direction=direction, effect=effect, tolerance=0.5)
     assert wrong["value"] == pytest.approx(-effect) and wrong["status"] == "inconsistent"
     assert "= 10.00 pp > the declared tolerance 0.5 pp" in wrong["why"]        # the miss is 10 pp, not 0
+    from attnrepro.analysis.claims import CLAIM_COLUMNS
+    assert set(wrong) <= set(CLAIM_COLUMNS) and [wrong[k] for k in ("id", "paper", "claim", "reported")] == \
+        ["cost", "p", "c", "r"]
+    assert wrong["unit"] == "%" and wrong["n_pairs"] == 0 and np.isnan(wrong["low"]) and np.isnan(wrong["high"])
     right = _judged_on(100 + 5 * s, 100, direction=direction, effect=effect, tolerance=0.5)
     assert right["value"] == pytest.approx(effect) and right["status"] == "consistent"
     # a tolerance wider than the gap between the two signs still does not admit the other sign
