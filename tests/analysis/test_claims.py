@@ -313,7 +313,7 @@ def test_a_cost_difference_of_the_claimed_size_but_the_other_sign_is_inconsisten
         ["cost", "p", "c", "r"]
     assert wrong["unit"] == "%" and wrong["n_pairs"] == 0 and np.isnan(wrong["low"]) and np.isnan(wrong["high"])
     assert "attention=expatt" in wrong["variant"] and "attention=aa" in wrong["reference"]
-    assert wrong["comparison"].startswith("built: resnet20 at 16 px")
+    assert wrong["comparison"] == "built: resnet20 at 16 px, attention=expatt vs attention=aa (fvcore-default)"
     right = _judged_on(100 + 5 * s, 100, direction=direction, effect=effect, tolerance=0.5)
     assert right["value"] == pytest.approx(effect) and right["status"] == "consistent"
     # a tolerance wider than the gap between the two signs still does not admit the other sign
