@@ -320,7 +320,9 @@ def test_a_cost_difference_of_the_claimed_size_but_the_other_sign_is_inconsisten
     wide = _judged_on(100 - 1 * s, 100, direction=direction, effect=1.0 * s, tolerance=3.0)
     assert wide["status"] == "inconsistent" and "other sign" in wide["why"]
     # sign only (no claimed size)
-    assert _judged_on(100 + s, 100, direction=direction)["status"] == "consistent"
+    only = _judged_on(100 + s, 100, direction=direction)
+    word = "lower" if direction == "less" else "higher"
+    assert only["status"] == "consistent" and only["why"] == f"params is {word} (no claimed size: sign only)"
     assert _judged_on(100 - s, 100, direction=direction)["status"] == "inconsistent"
     assert _judged_on(100, 100, direction=direction)["status"] == "inconsistent"
 
