@@ -335,3 +335,15 @@ def test_an_ablation_with_no_named_variant_runs_nothing_not_its_reference_alone(
     # an ablation whose named variant is its reference runs that reference
     runs = pipeline.expand(["kernel", "baseline"], "tiny", nb_dir=nbdir, runs_dir=tmp_path, variants="gaussian")
     assert [r.name for r in runs] == ["kernel/gaussian-s0"]
+
+
+def test_each_model_of_one_preflight_is_checked(nbdir, tmp_path, monkeypatch):
+    """Two runs of one dataset, one whose model cannot be built: only that one is named, in either order (the size
+    check is made once per distinct model, not once in all)."""
+    one_seed_few_variants(nbdir)
+    base = pipeline.expand(["baseline"], "tiny", nb_dir=nbdir, runs_dir=tmp_path)[:2]
+    bad = dataclasses.replace(base[1], config=base[1].config.replace(model="resnet50", width=0.5))
+    for runs in ([base[0], bad], [bad, base[0]]):
+        problems = preflight.run_problems(runs)
+        (msg, hit), = problems.items()
+        assert hit == [bad.name] and "resnet50" in msg and "cannot be built" in msg
