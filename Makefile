@@ -9,13 +9,14 @@ ABLATIONS ?= kernel radius_init placement baseline
 FMNIST_DIR := /usr/share/datasets/fashion-mnist
 PYTEST_ARGS ?=
 
-.PHONY: help venv data demo test test-fast bench tables report clean-runs gpu-check
+.PHONY: help venv data demo test test-fast bench tables report clean-runs gpu-check mutants
 
 help:
 	@echo "make demo   - venv + install + data + run the '$(PRESET)' pipeline + build its report"
 	@echo "make test   - venv + install + the test suite"
 	@echo "make bench  - attention cost benchmarks into reports/bench/"
 	@echo "make tables - the papers' params/GFLOPs rows beside the built models, into reports/tables/"
+	@echo "make mutants MODULE=lib/attnrepro/train/schedules.py - mutation testing of one module (slow; not in make test)"
 	@echo "make gpu-check - on a GPU machine, with its own python and torch (no venv): reports/gpu-check/ (DRY=1: CPU)"
 
 venv: $(STAMP)
@@ -48,6 +49,19 @@ test: $(STAMP) data
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
+# Mutation testing (mutmut) of one module against its fast tests (scripts/mutants.py; TESTS='...' names others,
+# MUTANTS='attnrepro.analysis.claims.x_judge_cost_claim*' only some of its functions' mutants).
+# Slow (minutes per module): never part of `make test` or CI. Results: mutants/ (`$(BIN)/python scripts/mutants.py
+# results`, `... show NAME`).
+MODULE ?=
+TESTS ?=
+MUTANTS ?=
+mutants: $(STAMP)
+	@test -n "$(MODULE)" || { echo "name a module: make mutants MODULE=lib/attnrepro/train/schedules.py"; exit 2; }
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[test,mutation]'
+	$(BIN)/python scripts/mutants.py run $(MODULE) $(TESTS) $(foreach m,$(MUTANTS),'$(m)')
+	$(BIN)/python scripts/mutants.py results
 
 bench: $(STAMP)
 	$(BIN)/attnrepro bench

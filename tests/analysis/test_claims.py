@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from synthetic import frame, run_rows
 
 from attnrepro.analysis import matching
@@ -280,3 +282,68 @@ def test_plain_controls_beside_the_reference_do_not_make_the_package_claims_ambi
                      ignore_index=True)
     ev = evaluate_claims(runs, spec=SPEC).set_index("id")
     assert ev.loc["expatt_over_resnet", "reference"] == "none" and ev.loc["aa_over_resnet50", "reference"] == "none"
+
+
+def _judged_on(v, r, **kw):
+    """``judge_cost_claim`` of a claim whose built variant counts ``v`` and reference ``r`` under the claim's
+    convention (the default when it names none); the other conventions count 100 more of each."""
+    from attnrepro.analysis import counting
+    own = kw.get("convention", "fvcore-default")
+
+    def fake(spec):
+        n = v if spec.attention == "expatt" else r
+        return {conv: {"params": n + (0 if conv == own else 100), "macs": 10 * n + (0 if conv == own else 100)}
+                for conv in counting.CONVENTIONS}
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(counting, "measure", fake)
+        return judge_cost_claim(_cost(**kw))
+
+
+@pytest.mark.parametrize("direction", ["less", "greater"])
+def test_a_cost_difference_of_the_claimed_size_but_the_other_sign_is_inconsistent(direction):
+    """Measured -5 % against a claimed +5 % (and the reverse), within any tolerance of the magnitude: inconsistent;
+    the same magnitude with the claimed sign: consistent."""
+    s = -1 if direction == "less" else 1
+    effect = 5.0 * s
+    wrong = _judged_on(100 - 5 * s, 100, direction=direction, effect=effect, tolerance=0.5)
+    assert wrong["value"] == pytest.approx(-effect) and wrong["status"] == "inconsistent"
+    assert "= 10.00 pp > the declared tolerance 0.5 pp" in wrong["why"]        # the miss is 10 pp, not 0
+    from attnrepro.analysis.claims import CLAIM_COLUMNS
+    assert set(wrong) <= set(CLAIM_COLUMNS) and [wrong[k] for k in ("id", "paper", "claim", "reported")] == \
+        ["cost", "p", "c", "r"]
+    assert wrong["unit"] == "%" and wrong["n_pairs"] == 0 and np.isnan(wrong["low"]) and np.isnan(wrong["high"])
+    assert "attention=expatt" in wrong["variant"] and "attention=aa" in wrong["reference"]
+    assert wrong["comparison"] == "built: resnet20 at 16 px, attention=expatt vs attention=aa (fvcore-default)"
+    right = _judged_on(100 + 5 * s, 100, direction=direction, effect=effect, tolerance=0.5)
+    assert right["value"] == pytest.approx(effect) and right["status"] == "consistent"
+    # a tolerance wider than the gap between the two signs still does not admit the other sign
+    wide = _judged_on(100 - 1 * s, 100, direction=direction, effect=1.0 * s, tolerance=3.0)
+    assert wide["status"] == "inconsistent" and "other sign" in wide["why"]
+    # sign only (no claimed size)
+    only = _judged_on(100 + s, 100, direction=direction)
+    word = "lower" if direction == "less" else "higher"
+    assert only["status"] == "consistent" and only["why"] == f"params is {word} (no claimed size: sign only)"
+    assert _judged_on(100 - s, 100, direction=direction)["status"] == "inconsistent"
+    assert _judged_on(100, 100, direction=direction)["status"] == "inconsistent"
+
+
+@settings(max_examples=80, deadline=None)
+@given(v=st.integers(1, 400), r=st.integers(1, 400), direction=st.sampled_from(["less", "greater"]),
+       size=st.one_of(st.none(), st.floats(0.1, 200)), inside=st.booleans(), slack=st.floats(0, 5),
+       metric=st.sampled_from(["params", "macs"]),
+       convention=st.sampled_from(["fvcore-default", "no-attention-matmuls"]))
+def test_cost_claim_status_is_the_rule(v, r, direction, size, inside, slack, metric, convention):
+    """Consistent exactly when the relative difference has the claimed sign and (with a claimed size) lies within
+    the tolerance of it; the value is ``100 (v - r) / r`` of the claim's metric. Half the draws put the measured
+    difference inside the tolerance, of either sign."""
+    effect = None if size is None else (size if direction == "greater" else -size)
+    rel = 100.0 * (v - r) / r
+    miss = 0.0 if effect is None else abs(rel - effect)
+    tol = miss + slack if inside else max(0.0, miss - slack - 1e-6)
+    got = _judged_on(v, r, direction=direction, effect=effect, tolerance=tol, metric=metric, convention=convention)
+    assert f"({convention})" in got["comparison"]
+    right_sign = rel < 0 if direction == "less" else rel > 0
+    ok = right_sign and (effect is None or abs(rel - effect) <= tol)
+    assert got["value"] == pytest.approx(rel)
+    assert got["status"] == ("consistent" if ok else "inconsistent"), (rel, effect, tol)
+    assert f"{v:,} vs {r:,}" in got["measured"] or f"{10 * v:,} vs {10 * r:,}" in got["measured"]

@@ -33,6 +33,27 @@ def test_cbam_by_definition():
     assert torch.allclose(cb(x), x1 * ms, atol=1e-12)
 
 
+def test_cbam_is_sequential_the_spatial_gate_reads_the_channel_gated_features():
+    """With a trained (non-zero) spatial conv: the spatial gate is computed from the channel-gated map (the paper's
+    sequential arrangement), not from the input (a parallel one). At the zero init both give the gate 1/2, so this
+    needs other weights."""
+    torch.manual_seed(3)
+    cb = CBAM(8, reduction=2, spatial_kernel=3).double()
+    with torch.no_grad():
+        cb.spatial.weight.normal_()
+        cb.spatial.bias.fill_(0.3)
+        cb.mlp[2].bias.normal_()                        # a channel gate far from uniform
+    x = torch.randn(3, 8, 5, 4, dtype=D)
+    mlp = lambda t: cb.mlp(t)  # noqa: E731
+    x1 = x * torch.sigmoid(mlp(x.mean(dim=(2, 3), keepdim=True)) + mlp(x.amax(dim=(2, 3), keepdim=True)))
+
+    def gate(t):
+        return torch.sigmoid(F.conv2d(torch.cat([t.mean(1, keepdim=True), t.amax(1, keepdim=True)], 1),
+                                      cb.spatial.weight, cb.spatial.bias, padding=1))
+    assert torch.allclose(cb(x), x1 * gate(x1), atol=1e-12)
+    assert not torch.allclose(cb(x), x1 * gate(x), atol=1e-3)      # the parallel version is another function
+
+
 def test_cbam_spatial_gate_starts_at_one_half():
     """The deliberate exception to the backbone's rule (the authors' code zeroes the BN after the spatial conv)."""
     torch.manual_seed(2)

@@ -3,20 +3,23 @@ change the preset. No command replaces a finished record unasked (``--replace``,
 overrides go to folders of their own, reuse links are checked, and a record whose files disagree is ``corrupt``.
 
 The notebooks are not executed here (``_papermill`` is replaced by a stand-in that writes what the engine writes);
-tests/pipeline/test_pipeline.py executes the real ones.
+tests/pipeline/test_pipeline.py executes the real ones. The rarer paths (a twin skipped or reused, two ``data_dir`` in
+one preflight, an ablation with no named variant) are at the end.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
 
 import pytest
 import yaml
+from data_files import make_fashion
 
 from attnrepro import cli, pipeline
 from attnrepro.analysis import results
-from attnrepro.pipeline import execution, runstate
+from attnrepro.pipeline import execution, preflight, runstate
 
 NB = Path(__file__).resolve().parents[2] / "notebooks"
 TINY = {"dataset": "synthetic", "model": "resnet20", "width": 0.25, "heads": 1, "max_steps": 2, "batch_size": 16,
@@ -282,3 +285,116 @@ def test_the_report_of_an_override_folder_names_the_keys_unlike_the_preset(nbdir
     assert over.config_differences() == {"radius_init": "2.0 declared, 4.0 in 2 run(s)"}
     assert over.missing.empty and len(over.runs) == 2          # it expects what was run in it, not the whole preset
     assert Report(runs, "tiny", grids_dir=nbdir, claims_path=no_claims).config_differences() == {}
+
+
+# ---------------------------------------------------------------------------- rarer paths
+# a run whose identical twin was skipped or reused (the waiting run reuses it; it is not recorded as failed), two
+# data_dir in one preflight (each checked), an ablation of which --variants names no variant (its reference is not
+# run alone: it would have nothing to be compared with)
+
+
+def one_seed_few_variants(nbdir):
+    pre = {"seeds": [0], "base": TINY, "ablations": {"placement": {"only": ["none", "s1"]},
+                                                     "baseline": {"only": ["none", "se"]}}}
+    (nbdir / "presets" / "tiny.yaml").write_text(yaml.safe_dump(pre))
+
+
+def finish(run):
+    """What the engine leaves in a folder that finished ``run``'s config (as another pipeline would)."""
+    run.out_dir.mkdir(parents=True, exist_ok=True)
+    h = run.config.hash()
+    (run.out_dir / "config.json").write_text(json.dumps({**run.config.to_dict(), "config_hash": h}))
+    (run.out_dir / "metrics.json").write_text(json.dumps(
+        {"status": "finished", "reason": None, "config": run.config.to_dict(), "config_hash": h,
+         "final": {"val_top1": 50.0}, "wall_time_s": 1.0}))
+
+
+def statuses(results):
+    return {r["run"]: (r["status"], r.get("reused_from")) for r in results}
+
+
+def test_the_twin_of_a_run_that_was_reused_reuses_it_too(nbdir, tmp_path, calls):
+    """placement/none and baseline/none share a config. In an override folder whose config of the plain net is the
+    preset's, placement/none is reused from the preset's folder; baseline/none, waiting for it, reuses it in turn
+    (it is neither trained nor recorded as failed)."""
+    one_seed_few_variants(nbdir)
+    runs_dir = tmp_path / "runs"
+    pipeline.run_all(pipeline.expand(["placement"], "tiny", nb_dir=nbdir, runs_dir=runs_dir), progress=False)
+    assert calls == ["placement/none-s0", "placement/s1-s0"]
+    calls.clear()
+    runs = pipeline.expand(["placement", "baseline"], "tiny", {"kernel": "cauchy"}, nb_dir=nbdir, runs_dir=runs_dir)
+    assert {r.preset for r in runs} == {"tiny+kernel=cauchy"}
+    got = statuses(pipeline.run_all(runs, progress=False))
+    assert sorted(calls) == ["baseline/se-s0", "placement/s1-s0"]       # the plain net is not trained again
+    assert got["placement/none-s0"] == ("reused", "tiny/placement/none-s0")
+    assert got["baseline/none-s0"] == ("reused", "tiny/placement/none-s0")
+    m = json.loads((runs_dir / "tiny+kernel=cauchy" / "baseline" / "none-s0" / "metrics.json").read_text())
+    assert m["status"] == "finished" and m["reused_from"] == "tiny/placement/none-s0"
+
+
+def test_the_twin_of_a_run_that_was_skipped_reuses_it(nbdir, tmp_path, calls, monkeypatch):
+    """Another pipeline finishes placement/none after this one planned it: it is skipped, and baseline/none, waiting
+    for it, reuses its record (not a failure, not a second training)."""
+    one_seed_few_variants(nbdir)
+    runs = pipeline.expand(["placement", "baseline"], "tiny", nb_dir=nbdir, runs_dir=tmp_path)
+    plan = execution.plan
+
+    def plan_then_another_pipeline_finishes(rs, force=False):
+        firsts, waiting = plan(rs, force=force)
+        first = next(r for r in firsts if waiting[r.name])
+        assert first.name == "placement/none-s0"
+        finish(first)
+        return firsts, waiting
+    monkeypatch.setattr(execution, "plan", plan_then_another_pipeline_finishes)
+    got = statuses(pipeline.run_all(runs, progress=False))
+    assert got["placement/none-s0"] == ("skipped", None)
+    assert got["baseline/none-s0"] == ("reused", "tiny/placement/none-s0")
+    assert sorted(calls) == ["baseline/se-s0", "placement/s1-s0"]
+    m = json.loads((tmp_path / "tiny" / "baseline" / "none-s0" / "metrics.json").read_text())
+    assert m["status"] == "finished" and m["reused_from"] == "tiny/placement/none-s0"
+
+
+def test_each_data_dir_of_one_preflight_is_checked(nbdir, tmp_path, monkeypatch):
+    """Two runs of one dataset with two ``data_dir``: the one that holds the data passes, the other is named, in
+    either order (the check is not made once per dataset)."""
+    one_seed_few_variants(nbdir)
+    monkeypatch.setenv("ATTNREPRO_OFFLINE", "1")
+    make_fashion(tmp_path / "good")
+    (tmp_path / "empty").mkdir()
+    base = pipeline.expand(["baseline"], "tiny", {"dataset": "fashion_mnist"}, nb_dir=nbdir, runs_dir=tmp_path)[:2]
+
+    def with_dir(run, d):
+        return dataclasses.replace(run, config=run.config.replace(data_dir=str(tmp_path / d)))
+    for order in (("good", "empty"), ("empty", "good")):
+        runs = [with_dir(r, d) for r, d in zip(base, order)]
+        problems = preflight.run_problems(runs)
+        bad = runs[order.index("empty")].name
+        assert len(problems) == 1, problems
+        (msg, hit), = problems.items()
+        assert hit == [bad] and f"data_dir={str(tmp_path / 'empty')!r}" in msg
+    assert preflight.run_problems([with_dir(r, "good") for r in base]) == {}
+
+
+def test_an_ablation_with_no_named_variant_runs_nothing_not_its_reference_alone(nbdir, tmp_path, calls):
+    """``--variants se`` over kernel and baseline: baseline runs se and its reference; kernel, where se is not a
+    variant, runs nothing (its reference alone would have nothing to be compared with)."""
+    one_seed_few_variants(nbdir)
+    runs = pipeline.expand(["kernel", "baseline"], "tiny", nb_dir=nbdir, runs_dir=tmp_path, variants="se")
+    assert sorted(r.name for r in runs) == ["baseline/none-s0", "baseline/se-s0"]
+    pipeline.run_all(runs, progress=False)
+    assert sorted(calls) == ["baseline/none-s0", "baseline/se-s0"] and not (tmp_path / "tiny" / "kernel").exists()
+    # an ablation whose named variant is its reference runs that reference
+    runs = pipeline.expand(["kernel", "baseline"], "tiny", nb_dir=nbdir, runs_dir=tmp_path, variants="gaussian")
+    assert [r.name for r in runs] == ["kernel/gaussian-s0"]
+
+
+def test_each_model_of_one_preflight_is_checked(nbdir, tmp_path, monkeypatch):
+    """Two runs of one dataset, one whose model cannot be built: only that one is named, in either order (the size
+    check is made once per distinct model, not once in all)."""
+    one_seed_few_variants(nbdir)
+    base = pipeline.expand(["baseline"], "tiny", nb_dir=nbdir, runs_dir=tmp_path)[:2]
+    bad = dataclasses.replace(base[1], config=base[1].config.replace(model="resnet50", width=0.5))
+    for runs in ([base[0], bad], [bad, base[0]]):
+        problems = preflight.run_problems(runs)
+        (msg, hit), = problems.items()
+        assert hit == [bad.name] and "resnet50" in msg and "cannot be built" in msg

@@ -109,3 +109,47 @@ def test_bad_arguments_name_the_value(kw, match):
     args.update(kw)
     with pytest.raises(ValueError, match=match):
         lr_at("expatt", 3, **args)
+
+
+def expatt_reference(step, *, lr, steps_per_epoch, warmup_steps, period):
+    """SGDR by walking the cycles one by one in exact arithmetic (the period as the decimal written)."""
+    from fractions import Fraction
+    if step < warmup_steps:
+        return lr * (step + 1) / warmup_steps
+    t = Fraction(step - warmup_steps, steps_per_epoch)
+    start, length = Fraction(0), Fraction(str(period))
+    while start + length <= t:
+        start, length = start + length, 2 * length
+    return lr * 0.5 * (1 + math.cos(math.pi * float((t - start) / length)))
+
+
+@pytest.mark.parametrize("period", [0.1, 0.3, 0.7, 1, 2.5, 3, 10])
+@pytest.mark.parametrize("steps_per_epoch,warmup", [(10, 0), (7, 0.5), (50, 1)])
+def test_expatt_equals_a_cycle_walking_reference_at_every_step(period, steps_per_epoch, warmup):
+    """Every step of a long schedule, restarts on exact steps included (0.1 epochs of 10 steps: a restart at step
+    7 starts at the peak, not at the end of the previous cycle)."""
+    epochs = 40
+    W = warmup_steps("expatt", steps_per_epoch, epochs, warmup)
+    kw = dict(lr=1.0, steps_per_epoch=steps_per_epoch, epochs=epochs, warmup_epochs=warmup, restart_period=period)
+    got = [lr_at("expatt", s, **kw) for s in range(epochs * steps_per_epoch)]
+    want = [expatt_reference(s, lr=1.0, steps_per_epoch=steps_per_epoch, warmup_steps=W, period=period)
+            for s in range(epochs * steps_per_epoch)]
+    assert got == pytest.approx(want, abs=1e-9)
+    if period == 0.1 and steps_per_epoch == 10:
+        assert got[7] == pytest.approx(1.0) and got[6] < 0.2      # restarts at 0.1 * (2^3 - 1) = 0.7 epochs
+
+
+def test_expatt_reads_a_period_of_three_decimals_exactly():
+    kw = dict(lr=1.0, steps_per_epoch=1000, epochs=4, warmup_epochs=0, restart_period=0.123)
+    for k in (1, 2, 3, 4):                                   # restarts at 0.123 (2^k - 1) epochs: step 123 (2^k - 1)
+        step = 123 * (2 ** k - 1)
+        assert lr_at("expatt", step, **kw) == pytest.approx(1.0) and lr_at("expatt", step - 1, **kw) < 1e-3
+
+
+def test_expatt_default_period_is_ten_epochs_and_errors_list_the_schedules():
+    kw = dict(lr=1.0, steps_per_epoch=S, epochs=100, warmup_epochs=0)
+    assert [lr_at("expatt", s, **kw) for s in range(0, 1000, 7)] == \
+        [lr_at("expatt", s, restart_period=10, **kw) for s in range(0, 1000, 7)]
+    assert lr_at("expatt", 10 * S, **kw) == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="choose one of: cosine, expatt, aa, constant"):
+        lr_at("step", 0, **kw)

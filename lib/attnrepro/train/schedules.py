@@ -18,6 +18,7 @@ from 0: ``lr * (s + 1) / W`` for ``s < W`` (so step 0 already moves, and step ``
 from __future__ import annotations
 
 import math
+from fractions import Fraction
 from typing import Callable
 
 from ..config import SCHEDULES  # one list of names: the run config's
@@ -51,15 +52,23 @@ def lr_at(schedule: str, step: int, *, lr: float, steps_per_epoch: int, epochs: 
     if restart_period <= 0:
         raise ValueError(f"restart_period={restart_period} must be > 0")
     t = (step - W) / S  # epochs since the end of warm-up
-    k = int(math.floor(math.log2(t / restart_period + 1.0)))
-    # guard against float rounding at the cycle boundaries
-    while restart_period * (2 ** (k + 1) - 1) <= t:
-        k += 1
-    while k > 0 and restart_period * (2 ** k - 1) > t:
-        k -= 1
+    k = _cycle(step - W, S, restart_period)
     start, length = restart_period * (2 ** k - 1), restart_period * 2 ** k
     u = (t - start) / length
     return lr * 0.5 * (1.0 + math.cos(math.pi * u))
+
+
+def _cycle(steps: int, steps_per_epoch: int, period: float) -> int:
+    """The SGDR cycle ``k`` that holds ``steps`` steps after the warm-up: the largest ``k`` with
+    ``period (2^k - 1) <= steps / steps_per_epoch``, decided in exact arithmetic (the period read as the decimal it was
+    written as), so a restart that falls on a step starts its cycle there. (In floats, ``0.1 * 7 > 0.7``: the
+    restart at step 7 of a 0.1-epoch period with 10 steps an epoch ran at the end of the previous cycle, rate 0.)"""
+    t = Fraction(steps, steps_per_epoch)
+    p = Fraction(period).limit_denominator(10 ** 9)
+    k = 0
+    while p * (2 ** (k + 1) - 1) <= t:
+        k += 1
+    return k
 
 
 def make_schedule(cfg, steps_per_epoch: int) -> Callable[[int], float]:
