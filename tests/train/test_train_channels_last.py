@@ -1,23 +1,45 @@
 """channels_last is a memory format, not a model: a training step in it gives the default format's numbers (float32,
-CPU, to float tolerance: outputs, loss and the gradients) for every attention kind, at the sizes the CPU presets
-train. (Over many steps the runs then drift apart by rounding, as any two kernels' do.)
+CPU: outputs, loss and gradients) for every attention kind, at every placement, and for every model config a preset
+trains in channels_last (the cpu2 preset's arms, read from its YAML). (Over many steps runs then drift apart by
+rounding, as any two kernels' do.)
 
-CBAM takes maxima (over channels and over positions): where two values lie within rounding of each other the two
-formats can pick different ones, and the gradient then flows through another element; those kinds get a looser
-bound on the gradients (1% of their norm, against 1e-4 for the others). A bug in a layout would be far larger."""
+The bound is 1% of the gradients' norm: a wrong layout gives errors of order 1, and 1% is what holds on every CPU
+measured. It is not exactness. On the AMD EPYC that trained most of cpu2's records, each of these steps was within 1e-4
+(CBAM aside: its maxima can pick another of two values within rounding). On an Intel Xeon with AVX-512 and AMX
+(torch 2.14.1's CPU build), three configurations were not: AA in every stage (0.28% of the norm from a float64
+step), AW+SE in stage 3 (0.27%) and the plain net at width 0.375, cpu2's positive control (0.42%), where the default
+format's gradients were 1e-6 to 4e-6 from float64. With ``torch.backends.mkldnn.enabled = False`` the two formats
+agreed to 2e-7; limiting oneDNN's instruction set (ONEDNN_MAX_CPU_ISA down to AVX2) or its float-math mode changed
+nothing; each convolution alone (those channel counts and sizes) is exact in both formats. So the loss comes from how
+oneDNN's kernels compose in those networks on that CPU; it was not isolated further.
+"""
 import pytest
 import torch
 import torch.nn as nn
 
 from attnrepro.config import RunConfig
 from attnrepro.models import model_from_config
+from attnrepro.pipeline import expand
 
 KINDS = ["none", "expatt", "aa", "aw", "se", "cbam", "aw+se", "aw+cbam"]
 
 
-@pytest.mark.parametrize("attention", KINDS)
-def test_a_channels_last_step_gives_the_default_formats_numbers(attention, one_thread):
-    cfg = RunConfig.from_dict({"model": "resnet20", "width": 0.5, "heads": 2, "attention": attention})
+def _channels_last_configs() -> list[dict]:
+    """The distinct model configs that presets train with channels_last (cpu2's arms)."""
+    seen = {}
+    for r in expand(["baseline"], "cpu2"):
+        c = r.config
+        assert c.channels_last
+        key = {"attention": c.attention, "stages": c.stages, "width": c.width, "heads": c.heads}
+        seen.setdefault(repr(key), key)
+    return list(seen.values())
+
+
+TRAINED = _channels_last_configs()
+EVERY = [{"attention": k, "stages": s} for k in KINDS for s in ([3], None)]
+
+
+def _step_gradients(cfg: RunConfig):
     torch.manual_seed(0)
     x = torch.randn(16, 1, 28, 28)
     y = torch.randint(0, 10, (16,))
@@ -38,5 +60,18 @@ def test_a_channels_last_step_gives_the_default_formats_numbers(attention, one_t
     assert ga.keys() == gb.keys()
     a = torch.cat([ga[n].flatten() for n in ga])
     b = torch.cat([gb[n].flatten() for n in ga])
-    bound = 1e-2 if "cbam" in attention else 1e-4
-    assert (a - b).norm() <= bound * a.norm(), ((a - b).norm() / a.norm()).item()
+    return ((a - b).norm() / a.norm()).item()
+
+
+def test_the_presets_channels_last_arms_are_the_ones_checked():
+    assert {c["attention"] for c in TRAINED} == {"none", "expatt", "aa"} and len(TRAINED) >= 4
+
+
+CASES = [{"model": "resnet20", **c} for c in TRAINED] + \
+        [{"model": "resnet20", "width": 0.5, "heads": 2, **{k: v for k, v in c.items() if v}} for c in EVERY]
+
+
+@pytest.mark.parametrize("keys", CASES, ids=[f"{c['attention']}-{c.get('stages')}-w{c['width']}" for c in CASES])
+def test_a_channels_last_step_gives_the_default_formats_numbers(keys, one_thread):
+    rel = _step_gradients(RunConfig.from_dict(keys))
+    assert rel <= 1e-2, rel
