@@ -398,3 +398,13 @@ def test_each_model_of_one_preflight_is_checked(nbdir, tmp_path, monkeypatch):
         problems = preflight.run_problems(runs)
         (msg, hit), = problems.items()
         assert hit == [bad.name] and "resnet50" in msg and "cannot be built" in msg
+
+
+@pytest.mark.parametrize("attention", ["none", "expatt", "aa", "aw", "se", "cbam", "aw+se", "aw+cbam"])
+def test_the_preflight_size_check_builds_every_kind_on_the_meta_device(attention):
+    """The size check (a model on the meta device, one batch) passes for every built-in kind: AW asks autocast for
+    its dtype, which the meta device has none of (``make demo`` stopped on it)."""
+    from attnrepro.config import RunConfig
+    from attnrepro.pipeline.preflight import _size_problem
+    cfg = RunConfig.from_dict({"attention": attention, "model": "resnet20", "width": 0.5, "stages": [3]})
+    assert _size_problem(cfg, (1, 28, 10)) is None

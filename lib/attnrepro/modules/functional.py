@@ -508,7 +508,10 @@ def _check_aw(x, weight, attn):
 def _autocast_dtype(x: torch.Tensor) -> torch.dtype | None:
     """The dtype autocast computes convolutions in on ``x``'s device, or None outside autocast."""
     dev = x.device.type
-    return torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else None
+    try:
+        return torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else None
+    except RuntimeError:     # a device type autocast does not know (the meta device of the preflight's size check)
+        return None
 
 
 def _map_index(C_out: int, m: int, device) -> torch.Tensor:
