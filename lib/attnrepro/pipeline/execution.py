@@ -125,7 +125,7 @@ def execute(run: Run, *, force: bool = False, kernel_name: str = KERNEL_NAME, st
     removed and ``config.json`` rewritten, so a key left out of the hash (``device``, ``data_dir``, ``num_workers``)
     lets the run resume its checkpoint but never brings back an old value.
     """
-    summary = {"run": run.name, "ablation": run.ablation, "variant": run.variant, "seed": run.seed}
+    summary = run.identity()
     with _run_locks(run):
         state = run_state(run)
         if state == "finished" and not force:
@@ -180,8 +180,7 @@ def _init_worker(slots, env: dict) -> None:
 
 
 def _job_error(run: Run, e: BaseException) -> dict:
-    return {"run": run.name, "ablation": run.ablation, "variant": run.variant, "seed": run.seed,
-            "status": "failed", "reason": f"runner error: {_failure_reason(e)}", "val_top1": None,
+    return {**run.identity(), "status": "failed", "reason": f"runner error: {_failure_reason(e)}", "val_top1": None,
             "wall_time_s": None, "traceback": traceback.format_exc()}
 
 
@@ -265,8 +264,7 @@ def prepare(runs: Sequence[Run], *, force: bool = False, replace: bool = False, 
                          "run ... --replace (--force re-runs everything); to keep them: --runs-dir DIR")
     firsts, waiting = plan(runs, force=force)
     todo = {r.name for r in firsts} | {r.name for ws in waiting.values() for r in ws}
-    skipped = {r.name: {"run": r.name, "ablation": r.ablation, "variant": r.variant, "seed": r.seed,
-                        **_summary_of(r, "skipped")} for r in runs if r.name not in todo}
+    skipped = {r.name: {**r.identity(), **_summary_of(r, "skipped")} for r in runs if r.name not in todo}
     will_train = [r for r in firsts if force or find_twin(r) is None]
     check_runs(will_train, jobs=jobs, gpus=gpus)
     for r, _ in held:                       # asked for (--replace), and every check has passed

@@ -219,6 +219,10 @@ class Run:
     def lock_path(self) -> Path:
         return self.out_dir.parent / f".{self.out_dir.name}.lock"
 
+    def identity(self) -> dict:
+        """The keys that name this run in a summary row: ``run``, ``ablation``, ``variant``, ``seed``."""
+        return {"run": self.name, "ablation": self.ablation, "variant": self.variant, "seed": self.seed}
+
     def variant_info(self) -> dict:
         return {"ablation": self.ablation, "variant": self.variant, "seed": self.seed, "preset": self.preset,
                 "reference": self.reference, "is_reference": self.variant == self.reference,
@@ -454,10 +458,11 @@ def _on_request(grid: Mapping, where: str, names: Sequence[str]) -> dict[str, di
         if not _NAME_RE.match(name):
             continue
         try:
-            RunConfig.from_dict({key: coerce(key, name)})
+            value = coerce(key, name)
+            RunConfig.from_dict({key: value})
         except ConfigError:
             continue
-        out[name] = {key: coerce(key, name)}
+        out[name] = {key: value}
     return out
 
 

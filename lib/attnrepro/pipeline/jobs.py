@@ -157,9 +157,8 @@ def _executor(cluster: str, folder: Path, spec: ClusterSpec, name: str):
 
 
 def _job_summary(run: Run, status: str, job_id: str, detail: str = "") -> dict:
-    return {"run": run.name, "ablation": run.ablation, "variant": run.variant, "seed": run.seed, "status": status,
-            "reason": f"job {job_id}" + (f" ({detail})" if detail else ""), "val_top1": None, "wall_time_s": None,
-            "reused_from": None, "job_id": job_id}
+    return {**run.identity(), "status": status, "reason": f"job {job_id}" + (f" ({detail})" if detail else ""),
+            "val_top1": None, "wall_time_s": None, "reused_from": None, "job_id": job_id}
 
 
 def _record_job_end(group: Sequence[Run], info: dict, state: str, detail: str) -> None:
@@ -182,8 +181,7 @@ def _folder_summary(run: Run) -> dict:
     state = run_state(run)
     m = read_json(run.out_dir / "metrics.json") or {}
     status = "failed" if state != "finished" else ("reused" if m.get("reused_from") else "finished")
-    res = {"run": run.name, "ablation": run.ablation, "variant": run.variant, "seed": run.seed,
-           **_summary_of(run, status)}
+    res = {**run.identity(), **_summary_of(run, status)}
     if state not in ("finished", "failed"):
         res["reason"] = f"no record ({state})"
     return res

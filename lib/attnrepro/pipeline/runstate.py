@@ -184,7 +184,7 @@ def reuse(run: Run, src: Path) -> dict:
 def record_twin_failure(run: Run, twin: str, reason: str | None) -> dict:
     """``run`` is not trained because the run ``twin`` of the same config has just failed: record that (so the
     report says why) and return the summary. The next ``attnrepro run`` tries ``twin`` again, then reuses it."""
-    summary = {"run": run.name, "ablation": run.ablation, "variant": run.variant, "seed": run.seed}
+    summary = run.identity()
     with _run_locks(run):
         if (why := protected(run)) is not None:
             raise RuntimeError(f"{run.name}: {why}; not replaced (attnrepro run --replace replaces it)")

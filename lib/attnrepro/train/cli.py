@@ -90,9 +90,10 @@ def recorded_env(config_path: str | os.PathLike | None) -> dict:
     return env if isinstance(env, dict) else {}
 
 
-def recorded_threads(config_path: str | os.PathLike | None) -> int | None:
-    """The intra-op thread count recorded in the ``metrics.json`` beside a run folder's ``config.json``, or None."""
-    n = recorded_env(config_path).get("num_threads")
+def recorded_threads(config_path: str | os.PathLike | None, env: dict | None = None) -> int | None:
+    """The intra-op thread count recorded in the ``metrics.json`` beside a run folder's ``config.json`` (or in
+    ``env``, that file's ``env`` block already read), or None."""
+    n = (recorded_env(config_path) if env is None else env).get("num_threads")
     return n if isinstance(n, int) and not isinstance(n, bool) and n >= 1 else None
 
 
@@ -143,11 +144,11 @@ def run(args: argparse.Namespace) -> int:
     from .loop import NonFiniteLoss, preflight, run_training
 
     cfg = config_from_args(args)
-    threads = args.threads if args.threads is not None else recorded_threads(args.config)
+    rec_env = recorded_env(args.config)
+    threads = args.threads if args.threads is not None else recorded_threads(args.config, rec_env)
     if threads is not None and args.threads is None and int(os.environ.get("RANK", "0")) == 0:
         print(f"attnrepro train: {threads} intra-op thread(s), as recorded beside {args.config}", file=sys.stderr)
     _apply_threads(threads)
-    rec_env = recorded_env(args.config)
     if rec_env and rec_env.get("device") == "cpu" and cfg.device == "cpu" and int(os.environ.get("RANK", "0")) == 0:
         diff = [d for d in env_differences(rec_env, _machine_env()) if not d.startswith("threads")]
         if diff:
